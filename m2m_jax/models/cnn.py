@@ -1,0 +1,60 @@
+"""Convolutional classifiers.
+
+Output size of a convolution or pooling along one axis, for input n, kernel k, padding p and
+stride s: ``floor((n + 2p - k) / s) + 1``.
+"""
+
+from typing import Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+
+class CNN(nn.Module):
+  """The flax/examples MNIST shape: [conv3x3(f) -> ReLU -> avgpool2]* -> dense -> ReLU -> dense.
+
+  Attributes:
+    features: output channels of each conv block (default conv32, conv64).
+    dense: width of the hidden dense layer.
+    num_classes: number of logits.
+    dtype: compute dtype; parameters stay float32.
+  """
+
+  features: Sequence[int] = (32, 64)
+  dense: int = 256
+  num_classes: int = 10
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
+    """x: (B, H, W, C) with H and W divisible by 2**len(features) -> logits (B, num_classes)."""
+    h = x.astype(self.dtype)
+    for f in self.features:
+      h = nn.relu(nn.Conv(f, (3, 3), dtype=self.dtype)(h))
+      h = nn.avg_pool(h, (2, 2), strides=(2, 2))
+    h = h.reshape(h.shape[0], -1)
+    h = nn.relu(nn.Dense(self.dense, dtype=self.dtype)(h))
+    return nn.Dense(self.num_classes, dtype=self.dtype)(h)
+
+
+class SimpleCNN(nn.Module):
+  """The original Math2Model ``SimpleCNN`` (622 parameters on 28x28x1, 10 classes).
+
+  conv 1->4 k5 s2 (28 -> 12), ReLU, maxpool 2 (-> 6), conv 4->4 k3 p1 (-> 6), ReLU,
+  maxpool 2 (-> 3), flatten 36, linear 36 -> 10.
+  """
+
+  channels: int = 4
+  num_classes: int = 10
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
+    """x: (B, H, W, C) -> logits (B, num_classes)."""
+    h = x.astype(self.dtype)
+    h = nn.relu(nn.Conv(self.channels, (5, 5), strides=(2, 2), padding="VALID", dtype=self.dtype)(h))
+    h = nn.max_pool(h, (2, 2), strides=(2, 2))
+    h = nn.relu(nn.Conv(self.channels, (3, 3), padding=((1, 1), (1, 1)), dtype=self.dtype)(h))
+    h = nn.max_pool(h, (2, 2), strides=(2, 2))
+    h = h.reshape(h.shape[0], -1)
+    return nn.Dense(self.num_classes, dtype=self.dtype)(h)

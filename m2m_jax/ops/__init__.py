@@ -1,0 +1,1 @@
+"""Shared math: optimizers and schedules, metrics."""

@@ -1,0 +1,32 @@
+"""Algorithm registry: ``config.algorithm`` -> the module that implements it.
+
+An algorithm module provides pure functions, and the shared loop calls nothing else:
+
+- ``init(config, rng, batch) -> state``: ``batch`` is the first training batch (numpy);
+  ``state`` is any pytree (static parts as ``flax.struct`` fields with ``pytree_node=False``).
+- ``train_step(state, batch, rng) -> (state, metrics)``: jitted by the loop; ``metrics`` is a
+  dict of scalars, averaged by the loop between log points (``'loss'`` is checked for NaN).
+- ``eval_step(state, batch) -> outputs``: jitted; a dict of per-example arrays, leading dim B.
+Optional:
+- ``summarize(outputs) -> dict[str, float]``: metrics of a whole split from the concatenated
+  per-example outputs (default: the mean of every floating-point output).
+- ``figures(state, outputs, dataset, outdir)``: writes figures at the end of training.
+- ``validate(config)``: algorithm-specific config checks, raising ``ConfigError``.
+"""
+
+import importlib
+from types import ModuleType
+
+from m2m_jax.errors import choose
+
+ALGORITHMS = {
+    "classifier": "m2m_jax.algorithms.classifier",
+    "mlp_scratch": "m2m_jax.algorithms.mlp_scratch",
+    "kmeans": "m2m_jax.algorithms.kmeans",
+}
+
+
+def get(name: str) -> ModuleType:
+  """The algorithm module registered as ``name``; a clear error lists the choices."""
+  choose("algorithm", name, ALGORITHMS)
+  return importlib.import_module(ALGORITHMS[name])

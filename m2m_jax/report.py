@@ -1,0 +1,127 @@
+"""What a run leaves behind: metrics.jsonl, summary.json, figures, and the progress bar."""
+
+import json
+import os
+from typing import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import tqdm  # noqa: E402
+
+
+class MetricsLog:
+  """``metrics.jsonl``: one JSON object a line with ``step``, ``split`` and metric values."""
+
+  def __init__(self, path: str):
+    self.path = path
+
+  def truncate_after(self, step: int) -> None:
+    """Drops lines logged after ``step`` (a resumed run logs them again, identically)."""
+    if not os.path.exists(self.path):
+      return
+    with open(self.path) as f:
+      rows = [line for line in f if json.loads(line)["step"] <= step]
+    with open(self.path, "w") as f:
+      f.writelines(rows)
+
+  def write(self, step: int, split: str, metrics: dict) -> None:
+    """Appends one row and flushes it to disk."""
+    row = {"step": int(step), "split": split, **{k: _py(v) for k, v in metrics.items()}}
+    with open(self.path, "a") as f:
+      f.write(json.dumps(row) + "\n")
+
+  def read(self) -> list[dict]:
+    """All rows logged so far."""
+    if not os.path.exists(self.path):
+      return []
+    with open(self.path) as f:
+      return [json.loads(line) for line in f]
+
+
+def _py(v):
+  v = np.asarray(v)
+  return v.item() if v.ndim == 0 else v.tolist()
+
+
+def progress(total: int, initial: int, desc: str) -> tqdm.tqdm:
+  """The training progress bar (to stderr; quiet when ``M2M_NO_PROGRESS`` is set)."""
+  return tqdm.tqdm(total=total, initial=initial, desc=desc, unit="step", dynamic_ncols=True,
+                   disable=bool(os.environ.get("M2M_NO_PROGRESS")), mininterval=1.0)
+
+
+def write_json(path: str, obj: dict) -> None:
+  """Writes ``obj`` as indented JSON atomically (write to a temp file, then rename)."""
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    json.dump(obj, f, indent=2, default=_py)
+  os.replace(tmp, path)
+
+
+def plot_curves(rows: Sequence[dict], path: str) -> None:
+  """One panel per metric, train and test curves against the step."""
+  keys = sorted({k for r in rows for k in r if k not in ("step", "split", "examples_per_sec")
+                 and isinstance(r[k], (int, float))})
+  if not keys:
+    return
+  fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3.2), squeeze=False)
+  for ax, key in zip(axes[0], keys):
+    for split in sorted({r["split"] for r in rows}):
+      pts = [(r["step"], r[key]) for r in rows if r["split"] == split and key in r]
+      if pts:
+        ax.plot(*zip(*pts), marker="o" if len(pts) < 20 else None, ms=3, label=split)
+    ax.set_xlabel("step")
+    ax.set_title(key)
+    if key == "loss":
+      ax.set_yscale("log")
+    ax.legend()
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+
+
+def confusion_matrix(labels: np.ndarray, preds: np.ndarray, num_classes: int) -> np.ndarray:
+  """(num_classes, num_classes) counts: row = true class, column = predicted class."""
+  m = np.zeros((num_classes, num_classes), dtype=np.int64)
+  np.add.at(m, (labels, preds), 1)
+  return m
+
+
+def plot_confusion(matrix: np.ndarray, path: str, title: str = "") -> None:
+  """The confusion matrix as a heat map with counts."""
+  n = len(matrix)
+  fig, ax = plt.subplots(figsize=(0.45 * n + 2.5, 0.45 * n + 2))
+  ax.imshow(matrix, cmap="Blues")
+  for i in range(n):
+    for j in range(n):
+      if matrix[i, j]:
+        ax.text(j, i, matrix[i, j], ha="center", va="center", fontsize=7,
+                color="white" if matrix[i, j] > matrix.max() / 2 else "black")
+  ax.set_xlabel("predicted")
+  ax.set_ylabel("true")
+  ax.set_xticks(range(n))
+  ax.set_yticks(range(n))
+  ax.set_title(title)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+
+
+def plot_images(images: np.ndarray, titles: Sequence[str], path: str, cols: int = 8) -> None:
+  """A grid of (N, H, W, C) images in [0, 1], each with a title."""
+  n = len(images)
+  if n == 0:
+    return
+  rows = -(-n // cols)
+  fig, axes = plt.subplots(rows, cols, figsize=(1.3 * cols, 1.5 * rows), squeeze=False)
+  for ax in axes.ravel():
+    ax.axis("off")
+  for ax, img, title in zip(axes.ravel(), images, titles):
+    img = np.clip(img, 0, 1)
+    ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray", vmin=0, vmax=1)
+    ax.set_title(title, fontsize=8)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)

@@ -1,0 +1,204 @@
+"""The one training loop: ``train_and_evaluate(config, workdir) -> summary``.
+
+mesh -> data -> ``algorithm.init`` -> restore the latest checkpoint -> loop {jitted
+``algorithm.train_step`` on a batch sharded over ``'data'``; log, eval and checkpoint at their
+cadences} -> final eval on the test split -> figures -> ``summary.json``.
+
+The loop knows nothing of any one algorithm (see :mod:`m2m_jax.registry` for the contract).
+Batch ``step`` holds the examples ``data.batch_indices(step, ...)`` and its randomness is
+``fold_in(key, step)``, so a run killed at any point and restarted ends bit-for-bit where an
+uninterrupted run ends: the checkpoint holds the state and the metric accumulator, and rows of
+``metrics.jsonl`` written after it are dropped and written again.
+"""
+
+import os
+import time
+from typing import Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from m2m_jax import checkpoint, configlib, data, parallel, registry, report
+from m2m_jax.errors import TrainingDiverged
+
+
+@flax.struct.dataclass
+class Accumulator:
+  """Train metrics summed since the last log point, and the first step whose metrics were not finite."""
+
+  sums: dict
+  count: jnp.ndarray
+  bad_step: jnp.ndarray
+
+  @classmethod
+  def zeros(cls, metrics_shape: dict) -> "Accumulator":
+    return cls({k: jnp.zeros((), jnp.float32) for k in metrics_shape},
+               jnp.zeros((), jnp.int32), -jnp.ones((), jnp.int32))
+
+  def add(self, metrics: dict, step: jnp.ndarray) -> "Accumulator":
+    finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(v)) for v in metrics.values()]))
+    bad = jnp.where((self.bad_step < 0) & ~finite, step, self.bad_step)
+    sums = {k: self.sums[k] + jnp.mean(metrics[k]).astype(jnp.float32) for k in self.sums}
+    return Accumulator(sums, self.count + 1, bad)
+
+
+def resolve(config: ml_collections.ConfigDict, dataset: data.Dataset) -> ml_collections.ConfigDict:
+  """A copy of ``config`` with ``num_steps`` derived from ``num_epochs`` and ``num_classes`` set."""
+  config = ml_collections.ConfigDict(config.to_dict())
+  if config.num_steps <= 0:
+    steps_per_epoch = len(dataset.train) // config.batch_size
+    config.num_steps = max(1, round(config.num_epochs * steps_per_epoch))
+  config.num_classes = dataset.num_classes or 0
+  return config
+
+
+def evaluate(algorithm, eval_step, state, split: data.Split, batch_size: int, mesh) -> tuple[dict, dict]:
+  """Runs ``eval_step`` over a whole split in padded batches.
+
+  Returns:
+    (outputs, metrics): the per-example outputs concatenated over the split (padding dropped)
+    and the split's metrics from ``algorithm.summarize`` (default: means of float outputs).
+  """
+  n, chunks = len(split), []
+  for start in range(0, n, batch_size):
+    idx = np.arange(start, start + batch_size)
+    valid = idx < n
+    out = parallel.to_host(eval_step(state, parallel.to_global(
+        split[parallel.host_slice(np.where(valid, idx, 0))], mesh)))
+    chunks.append({k: np.asarray(v)[valid] for k, v in out.items()})
+  outputs = {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
+  if hasattr(algorithm, "summarize"):
+    return outputs, algorithm.summarize(outputs)
+  return outputs, {k: float(v.mean()) for k, v in outputs.items()
+                   if np.issubdtype(v.dtype, np.floating)}
+
+
+def _num_params(state: Any) -> int:
+  params = getattr(state, "params", state)
+  return int(sum(np.size(x) for x in jax.tree.leaves(params)))
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Trains ``config.algorithm`` on ``config.dataset``, writing everything under ``workdir``.
+
+  Returns:
+    The summary also written to ``workdir/summary.json``: held-out metrics (``'test'``),
+    steps, wall time, examples per second, device kind and count.
+  """
+  wall_start = time.time()
+  parallel.maybe_initialize_distributed()
+  mesh = parallel.make_mesh()
+  configlib.validate(config, jax.device_count())
+  algorithm = registry.get(config.algorithm)
+  dataset = data.load(config.dataset, seed=config.seed, **config.data)
+  config = resolve(config, dataset)
+  total, batch_size, lead = config.num_steps, config.batch_size, jax.process_index() == 0
+
+  os.makedirs(os.path.join(workdir, "figures"), exist_ok=True)
+  checkpoint.check_same_config(workdir, config)
+  if lead:
+    report.write_json(os.path.join(workdir, "config.json"), config.to_dict())
+  log = report.MetricsLog(os.path.join(workdir, "metrics.jsonl"))
+
+  def global_batch(step: int) -> dict:
+    idx = data.batch_indices(step, num_examples=len(dataset.train), batch_size=batch_size,
+                             seed=config.seed)
+    return parallel.to_global(dataset.train[parallel.host_slice(idx)], mesh)
+
+  init_rng, train_rng = jax.random.split(jax.random.key(config.seed))
+  first = dataset.train[data.batch_indices(0, num_examples=len(dataset.train),
+                                           batch_size=batch_size, seed=config.seed)]
+  state = jax.device_put(algorithm.init(config, init_rng, first), parallel.replicated(mesh))
+  metrics_shape = jax.eval_shape(algorithm.train_step, state, global_batch(0), train_rng)[1]
+  acc = jax.device_put(Accumulator.zeros(metrics_shape), parallel.replicated(mesh))
+
+  ckpt = checkpoint.Checkpointer(workdir, config.keep_checkpoints)
+  start = min(ckpt.latest_step() or 0, total)
+  if start:
+    restored = ckpt.restore(start, {"state": state, "acc": acc})
+    state, acc = restored["state"], restored["acc"]
+  if lead:
+    log.truncate_after(start)
+
+  def step_fn(state, acc, batch, step):
+    state, metrics = algorithm.train_step(state, batch, jax.random.fold_in(train_rng, step))
+    return state, acc.add(metrics, step)
+
+  repl = parallel.replicated(mesh)
+  train_step = jax.jit(step_fn, donate_argnums=(0, 1), out_shardings=(repl, repl))
+  eval_step = jax.jit(algorithm.eval_step)
+  last_saved = start
+
+  def check_finite(acc_host) -> None:
+    if int(acc_host.bad_step) >= 0:
+      raise TrainingDiverged(
+          f"training metrics became NaN or inf at step {int(acc_host.bad_step) + 1}; stopped, "
+          f"keeping the last good checkpoint (step {last_saved}) in {workdir}/checkpoints.")
+
+  desc = f"{config.algorithm}:{config.model_name or '-'} on {config.dataset}"
+  bar = report.progress(total, start, desc)
+  compile_time, timed_from = 0.0, None
+  batches = parallel.prefetch(global_batch, range(start, total))
+  for step, batch in zip(range(start, total), batches):
+    t = time.time()
+    state, acc = train_step(state, acc, batch, np.int32(step))
+    if timed_from is None:
+      jax.block_until_ready(acc)
+      compile_time, timed_from = time.time() - t, (time.time(), step + 1)
+    done = step + 1
+    at_log = done % config.log_every == 0 or done == total
+    at_ckpt = done % config.checkpoint_every == 0 or done == total
+    if at_log or at_ckpt:
+      acc_host = parallel.to_host(acc)
+      check_finite(acc_host)
+    if at_log:
+      train_metrics = {k: float(v) / int(acc_host.count) for k, v in acc_host.sums.items()}
+      if lead:
+        log.write(done, "train", train_metrics)
+      bar.set_postfix({k: f"{v:.4g}" for k, v in train_metrics.items()}, refresh=False)
+      acc = jax.device_put(Accumulator.zeros(metrics_shape), repl)
+    if at_ckpt:
+      ckpt.save(done, {"state": state, "acc": acc})
+      last_saved = done
+    if done % config.eval_every == 0 and done != total:
+      _, eval_metrics = evaluate(algorithm, eval_step, state, dataset.test,
+                                 config.eval_batch_size, mesh)
+      if lead:
+        log.write(done, "test", eval_metrics)
+    bar.update(1)
+  bar.close()
+  jax.block_until_ready(state)
+  train_end = time.time()
+  ckpt.close()
+
+  outputs, test_metrics = evaluate(algorithm, eval_step, state, dataset.test,
+                                   config.eval_batch_size, mesh)
+  timed_steps = total - timed_from[1] if timed_from else 0
+  timed_seconds = train_end - timed_from[0] if timed_from else 0.0
+  summary = {
+      "algorithm": config.algorithm,
+      "model_name": config.model_name,
+      "dataset": config.dataset,
+      "test": test_metrics,
+      "steps": total,
+      "resumed_from_step": start,
+      "num_params": _num_params(state),
+      "wall_time_s": round(time.time() - wall_start, 2),
+      "compile_time_s": round(compile_time, 2),
+      "examples_per_sec": round(timed_steps * batch_size / timed_seconds, 1) if timed_steps else None,
+      "device_kind": jax.devices()[0].device_kind,
+      "device_count": jax.device_count(),
+      "process_count": jax.process_count(),
+      "dtype": config.dtype,
+  }
+  if lead:
+    log.write(total, "test", test_metrics)
+    figdir = os.path.join(workdir, "figures")
+    report.plot_curves(log.read(), os.path.join(figdir, "curves.png"))
+    if hasattr(algorithm, "figures"):
+      algorithm.figures(state, outputs, dataset, figdir)
+    report.write_json(os.path.join(workdir, "summary.json"), summary)
+  return summary

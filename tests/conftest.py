@@ -1,0 +1,5 @@
+"""Shared test setup: quiet progress bars, a small-size switch for notebooks."""
+
+import os
+
+os.environ.setdefault("M2M_NO_PROGRESS", "1")
