@@ -20,16 +20,17 @@ def default():
   # Data: 8x8 digits upsampled 2x so two 2x2 poolings leave a 4x4 map.
   c.dataset = "digits"
   c.data.upsample = 2
+  c.augment_shift = 2  # random translations of up to 2 pixels (1 pixel of the 8x8 original)
   # Model.
   c.model_name = "cnn"
   c.model.features = (32, 64)
   c.model.dense = 256
   # Optimizer.
   c.optimizer = "adam"
-  c.learning_rate = 1e-3
+  c.learning_rate = 2e-3
   c.schedule = "cosine"
   c.batch_size = 64
-  c.num_epochs = 30.0
+  c.num_epochs = 60.0
   # Cadence.
   c.log_every = 50
   c.eval_every = 200
@@ -41,7 +42,8 @@ def mnist5k():
   c = default()
   c.dataset = "mnist5k"
   c.data = {}
-  c.num_epochs = 15.0
+  c.num_epochs = 20.0
+  c.learning_rate = 1e-3
   return c
 
 
@@ -49,6 +51,8 @@ def simple_cnn():
   c = mnist5k()
   c.model_name = "simple_cnn"
   c.model = {"channels": 4}
+  c.augment_shift = 0  # as the original
+  c.learning_rate = 1e-3
   c.schedule = "constant"
   c.num_epochs = 30.0
   return c
@@ -69,6 +73,8 @@ def seed():
   c = mnist()
   c.model_name = "simple_cnn"
   c.model = {"channels": 4}
+  c.augment_shift = 0
+  c.learning_rate = 1e-3
   c.schedule = "constant"
   c.batch_size = 64
   c.num_epochs = 10.0

@@ -4,6 +4,9 @@
 table)`` picks a named preset and refuses an unknown one with the list of choices.
 """
 
+import importlib.util
+import pathlib
+
 import ml_collections
 
 from m2m_jax.errors import ConfigError, choose
@@ -30,7 +33,7 @@ def base() -> ml_collections.ConfigDict:
   c.warmup_steps = 0
   c.weight_decay = 0.0
   c.batch_size = 128
-  c.eval_batch_size = 500
+  c.eval_batch_size = 512      # rounded up to a multiple of the device count; padded
   c.num_steps = 0             # 0: derived from num_epochs
   c.num_epochs = 10.0
   c.log_every = 50
@@ -49,6 +52,21 @@ def presets(preset: str | None, table: dict) -> ml_collections.ConfigDict:
   return table[name]()
 
 
+def load(name: str, preset: str | None = None) -> ml_collections.ConfigDict:
+  """``configs/<name>.py``'s ``get_config(preset)``, from the repository beside the package.
+
+  For notebooks and tests; the CLI takes ``--config=configs/<name>.py[:preset]`` instead.
+  """
+  path = pathlib.Path(__file__).resolve().parents[1] / "configs" / f"{name}.py"
+  if not path.exists():
+    known = sorted(p.stem for p in path.parent.glob("*.py"))
+    raise ConfigError(f"no config {name!r} in {path.parent}; choose one of: {', '.join(known)}.")
+  spec = importlib.util.spec_from_file_location(f"m2m_configs.{name}", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(preset)
+
+
 def validate(config: ml_collections.ConfigDict, num_devices: int) -> None:
   """Refuses an unknown name or an inconsistent value with one sentence naming it."""
   from m2m_jax import data, models, registry
@@ -64,11 +82,10 @@ def validate(config: ml_collections.ConfigDict, num_devices: int) -> None:
                 "keep_checkpoints"):
     if config[field] <= 0:
       raise ConfigError(f"{field} must be positive, got {config[field]}.")
-  for field in ("batch_size", "eval_batch_size"):
-    if config[field] % num_devices:
-      raise ConfigError(
-          f"{field} {config[field]} does not divide over the {num_devices} devices; "
-          f"use a multiple of {num_devices}.")
+  if config.batch_size % num_devices:
+    raise ConfigError(
+        f"batch_size {config.batch_size} does not divide over the {num_devices} devices; "
+        f"use a multiple of {num_devices}.")
   if config.num_steps <= 0 and config.num_epochs <= 0:
     raise ConfigError("set num_steps or num_epochs to a positive number.")
   if hasattr(algorithm, "validate"):

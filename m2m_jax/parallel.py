@@ -31,6 +31,16 @@ def make_mesh() -> Mesh:
   return jax.make_mesh((jax.device_count(),), ("data",), axis_types=(AxisType.Auto,))
 
 
+def sync_every_step(mesh: Mesh) -> bool:
+  """Whether the loop must wait for each step before dispatching the next.
+
+  On the CPU backend with several devices (``--xla_force_host_platform_device_count``), XLA
+  (jaxlib 0.10.2) deadlocks in the all-reduce rendezvous when many multi-device steps are queued
+  by async dispatch; one step in flight at a time avoids it. GPUs and TPUs run fully async.
+  """
+  return mesh.size > 1 and mesh.devices.flat[0].platform == "cpu"
+
+
 def replicated(mesh: Mesh) -> NamedSharding:
   """Every device holds the whole array."""
   return NamedSharding(mesh, P())

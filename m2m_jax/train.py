@@ -56,13 +56,14 @@ def resolve(config: ml_collections.ConfigDict, dataset: data.Dataset) -> ml_coll
 
 
 def evaluate(algorithm, eval_step, state, split: data.Split, batch_size: int, mesh) -> tuple[dict, dict]:
-  """Runs ``eval_step`` over a whole split in padded batches.
+  """Runs ``eval_step`` over a whole split in batches padded to a multiple of the device count.
 
   Returns:
     (outputs, metrics): the per-example outputs concatenated over the split (padding dropped)
     and the split's metrics from ``algorithm.summarize`` (default: means of float outputs).
   """
   n, chunks = len(split), []
+  batch_size = -(-batch_size // mesh.size) * mesh.size
   for start in range(0, n, batch_size):
     idx = np.arange(start, start + batch_size)
     valid = idx < n
@@ -93,7 +94,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   mesh = parallel.make_mesh()
   configlib.validate(config, jax.device_count())
   algorithm = registry.get(config.algorithm)
-  dataset = data.load(config.dataset, seed=config.seed, **config.data)
+  dataset = data.load(config.dataset, **config.data)
   config = resolve(config, dataset)
   total, batch_size, lead = config.num_steps, config.batch_size, jax.process_index() == 0
 
@@ -141,38 +142,43 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   desc = f"{config.algorithm}:{config.model_name or '-'} on {config.dataset}"
   bar = report.progress(total, start, desc)
   compile_time, timed_from = 0.0, None
-  batches = parallel.prefetch(global_batch, range(start, total))
-  for step, batch in zip(range(start, total), batches):
-    t = time.time()
-    state, acc = train_step(state, acc, batch, np.int32(step))
-    if timed_from is None:
-      jax.block_until_ready(acc)
-      compile_time, timed_from = time.time() - t, (time.time(), step + 1)
-    done = step + 1
-    at_log = done % config.log_every == 0 or done == total
-    at_ckpt = done % config.checkpoint_every == 0 or done == total
-    if at_log or at_ckpt:
-      acc_host = parallel.to_host(acc)
-      check_finite(acc_host)
-    if at_log:
-      train_metrics = {k: float(v) / int(acc_host.count) for k, v in acc_host.sums.items()}
-      if lead:
-        log.write(done, "train", train_metrics)
-      bar.set_postfix({k: f"{v:.4g}" for k, v in train_metrics.items()}, refresh=False)
-      acc = jax.device_put(Accumulator.zeros(metrics_shape), repl)
-    if at_ckpt:
-      ckpt.save(done, {"state": state, "acc": acc})
-      last_saved = done
-    if done % config.eval_every == 0 and done != total:
-      _, eval_metrics = evaluate(algorithm, eval_step, state, dataset.test,
-                                 config.eval_batch_size, mesh)
-      if lead:
-        log.write(done, "test", eval_metrics)
-    bar.update(1)
-  bar.close()
-  jax.block_until_ready(state)
-  train_end = time.time()
-  ckpt.close()
+  sync_each_step = parallel.sync_every_step(mesh)
+  try:  # pending checkpoint saves finish even when training stops early
+    batches = parallel.prefetch(global_batch, range(start, total))
+    for step, batch in zip(range(start, total), batches):
+      t = time.time()
+      state, acc = train_step(state, acc, batch, np.int32(step))
+      if sync_each_step:
+        jax.block_until_ready(acc)
+      if timed_from is None:
+        jax.block_until_ready(acc)
+        compile_time, timed_from = time.time() - t, (time.time(), step + 1)
+      done = step + 1
+      at_log = done % config.log_every == 0 or done == total
+      at_ckpt = done % config.checkpoint_every == 0 or done == total
+      if at_log or at_ckpt:
+        acc_host = parallel.to_host(acc)
+        check_finite(acc_host)
+      if at_log:
+        train_metrics = {k: float(v) / int(acc_host.count) for k, v in acc_host.sums.items()}
+        if lead:
+          log.write(done, "train", train_metrics)
+        bar.set_postfix({k: f"{v:.4g}" for k, v in train_metrics.items()}, refresh=False)
+        acc = jax.device_put(Accumulator.zeros(metrics_shape), repl)
+      if done % config.eval_every == 0 and done != total:
+        _, eval_metrics = evaluate(algorithm, eval_step, state, dataset.test,
+                                   config.eval_batch_size, mesh)
+        if lead:
+          log.write(done, "test", eval_metrics)
+      if at_ckpt:  # last, so that everything logged up to `done` is committed with it
+        ckpt.save(done, {"state": state, "acc": acc})
+        last_saved = done
+      bar.update(1)
+    jax.block_until_ready(state)
+    train_end = time.time()
+  finally:
+    bar.close()
+    ckpt.close()
 
   outputs, test_metrics = evaluate(algorithm, eval_step, state, dataset.test,
                                    config.eval_batch_size, mesh)

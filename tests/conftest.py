@@ -1,5 +1,23 @@
-"""Shared test setup: quiet progress bars, a small-size switch for notebooks."""
+"""Shared test setup: quiet progress bars, subprocess helpers for the CLI."""
 
 import os
+import subprocess
+import sys
+
+import pytest
 
 os.environ.setdefault("M2M_NO_PROGRESS", "1")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def cli(*args: str, devices: int = 1, timeout: float = 600, **popen) -> subprocess.CompletedProcess:
+  """Runs ``python -m m2m_jax.main ARGS`` from the repository root on ``devices`` CPU devices."""
+  env = dict(os.environ, M2M_NO_PROGRESS="1",
+             XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+  return subprocess.run([sys.executable, "-m", "m2m_jax.main", *args], cwd=ROOT, env=env,
+                        capture_output=True, text=True, timeout=timeout, **popen)
+
+
+@pytest.fixture
+def run_cli():
+  return cli

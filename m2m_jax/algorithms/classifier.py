@@ -1,13 +1,15 @@
 """Supervised classification with any flax model from :mod:`m2m_jax.models` and an optax optimizer.
 
 Loss: mean softmax cross-entropy, ``L = -1/B sum_i log softmax(f(x_i))_{y_i}``, computed in
-float32 whatever the compute dtype. Models with BatchNorm keep their statistics in
+float32 whatever the compute dtype. With ``config.augment_shift = s > 0`` each training image is
+translated by up to s pixels (a fresh draw every step, from the step's key). Models with BatchNorm keep their statistics in
 ``state.batch_stats``; under jit the batch mean spans every device, so they stay in sync.
 """
 
 import os
 from typing import Any
 
+import flax.struct
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -17,13 +19,14 @@ from flax.training import train_state
 
 from m2m_jax import models, report
 from m2m_jax.errors import ConfigError
-from m2m_jax.ops import optim
+from m2m_jax.ops import augment, optim
 
 
 class State(train_state.TrainState):
   """flax's TrainState plus BatchNorm statistics (an empty dict for models without them)."""
 
   batch_stats: Any = None
+  augment_shift: int = flax.struct.field(pytree_node=False, default=0)
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
@@ -45,7 +48,8 @@ def init(config: ml_collections.ConfigDict, rng: jax.Array, batch: dict) -> Stat
   model = build_model(config)
   variables = model.init(rng, jnp.asarray(batch["x"][:1]), train=False)
   return State.create(apply_fn=model.apply, params=variables["params"],
-                      tx=optim.optimizer(config), batch_stats=variables.get("batch_stats", {}))
+                      tx=optim.optimizer(config), batch_stats=variables.get("batch_stats", {}),
+                      augment_shift=config.get("augment_shift", 0))
 
 
 def _logits(state: State, params, x: jax.Array, train: bool):
@@ -60,10 +64,12 @@ def _logits(state: State, params, x: jax.Array, train: bool):
 
 def train_step(state: State, batch: dict, rng: jax.Array) -> tuple[State, dict]:
   """One optimizer step on the mean cross-entropy of ``batch`` = {'x': (B, ...), 'y': (B,)}."""
-  del rng
+  x = batch["x"]
+  if state.augment_shift:
+    x = augment.random_shift(rng, x, state.augment_shift)
 
   def loss_fn(params):
-    logits, batch_stats = _logits(state, params, batch["x"], train=True)
+    logits, batch_stats = _logits(state, params, x, train=True)
     loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["y"]).mean()
     return loss, (logits, batch_stats)
 

@@ -41,17 +41,17 @@ def load(name: str, seed: int = 0, data_dir: str | None = None, train_split: str
   del seed
   try:
     builder = tfds.builder(name, data_dir=data_dir or None)
-  except Exception as e:  # tfds raises its own DatasetNotFoundError / registry errors
-    raise DataError(f"tensorflow-datasets has no dataset {name!r} ({e}).") from None
+  except tfds.core.DatasetNotFoundError:
+    raise DataError(f"tensorflow-datasets has no dataset {name!r}; see "
+                    "https://www.tensorflow.org/datasets/catalog for the names.") from None
   if download:
     builder.download_and_prepare(file_format="array_record")
-  try:
-    train = tfds.data_source(name, split=train_split, data_dir=data_dir or None, download=False)
-    test = tfds.data_source(name, split=test_split, data_dir=data_dir or None, download=False)
-  except Exception as e:
+  try:  # reads local files only; tfds raises NotImplementedError when none are array_record
+    train, test = (builder.as_data_source(split=s) for s in (train_split, test_split))
+  except NotImplementedError:
     raise DataError(
-        f"tfds dataset {name!r} is not prepared in data_dir={data_dir!r} ({type(e).__name__}); "
-        "prepare it once with --config.data.download=True (needs internet and TensorFlow).") from None
+        f"tfds dataset {name!r} is not prepared as array_record in {builder.data_dir}; prepare "
+        "it once with --config.data.download=True (needs internet and TensorFlow).") from None
   label = builder.info.features["label"]
   return Dataset(f"tfds:{name}", TfdsSplit(train), TfdsSplit(test),
                  getattr(label, "num_classes", None), f"tensorflow-datasets {name}")

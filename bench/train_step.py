@@ -1,0 +1,242 @@
+"""One training step (forward, backward, Adam update) of m2m_jax models against PyTorch (CPU).
+
+Both frameworks run the same architecture on the same random batch in the same process. JAX runs
+``classifier.train_step`` jitted with the state donated, as the shared loop does; PyTorch runs an
+``nn.Module`` with ``torch.optim.Adam`` (zero_grad, cross-entropy, backward, step) on
+``--torch-threads`` threads (default ``os.cpu_count()``). Compile (the first JAX call, as
+``compile_time_s`` in the loop's summary) is timed apart; steady state is the best of
+``--repeats`` runs of ``--steps`` steps, JAX and PyTorch repeats interleaved so that load from
+other processes hits both alike.
+
+  python bench/train_step.py [--batch-size 128] [--models mlp cnn28] [--json results.json]
+"""
+
+import argparse
+import json
+import math
+import os
+import platform
+import time
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from m2m_jax import configlib
+from m2m_jax.algorithms import classifier
+
+NUM_CLASSES = 10
+LEARNING_RATE = 1e-3
+
+
+@dataclass(frozen=True)
+class Spec:
+  """One benchmarked model: its m2m_jax name and arguments, input shape and PyTorch twin."""
+
+  model_name: str
+  model: dict
+  shape: tuple[int, ...]  # one example, channels last (H, W, C) or (features,)
+  torch_model: Callable[[], nn.Module]
+
+
+def torch_mlp(features: int, hidden: Sequence[int]) -> nn.Module:
+  """m2m_jax.models.mlp.MLP: [dense -> ReLU]* -> dense."""
+  layers: list[nn.Module] = [nn.Flatten()]
+  for width in hidden:
+    layers += [nn.Linear(features, width), nn.ReLU()]
+    features = width
+  return nn.Sequential(*layers, nn.Linear(features, NUM_CLASSES))
+
+
+def torch_cnn(side: int, features: Sequence[int] = (32, 64), dense: int = 256) -> nn.Module:
+  """m2m_jax.models.cnn.CNN: [conv3x3 SAME -> ReLU -> avgpool2]* -> dense -> ReLU -> dense."""
+  layers: list[nn.Module] = []
+  channels = 1
+  for f in features:
+    layers += [nn.Conv2d(channels, f, 3, padding=1), nn.ReLU(), nn.AvgPool2d(2)]
+    channels = f
+  side //= 2 ** len(features)
+  return nn.Sequential(*layers, nn.Flatten(), nn.Linear(channels * side * side, dense), nn.ReLU(),
+                       nn.Linear(dense, NUM_CLASSES))
+
+
+def torch_simple_cnn(channels: int = 4) -> nn.Module:
+  """m2m_jax.models.cnn.SimpleCNN on 28x28x1 (622 parameters)."""
+  return nn.Sequential(
+      nn.Conv2d(1, channels, 5, stride=2), nn.ReLU(), nn.MaxPool2d(2),
+      nn.Conv2d(channels, channels, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+      nn.Flatten(), nn.Linear(channels * 3 * 3, NUM_CLASSES))
+
+
+def specs(mlp_in: int, mlp_hidden: tuple[int, ...]) -> dict[str, Spec]:
+  """Every benchmarked model by its name on the command line."""
+  return {
+      "mlp": Spec("mlp", {"hidden": mlp_hidden}, (mlp_in,), lambda: torch_mlp(mlp_in, mlp_hidden)),
+      "cnn28": Spec("cnn", {}, (28, 28, 1), lambda: torch_cnn(28)),
+      "cnn16": Spec("cnn", {}, (16, 16, 1), lambda: torch_cnn(16)),
+      "simple_cnn": Spec("simple_cnn", {}, (28, 28, 1), torch_simple_cnn),
+  }
+
+
+def random_batch(shape: tuple[int, ...], batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+  """Standard normal inputs (B, *shape) float32 and uniform labels (B,) int32."""
+  rng = np.random.default_rng(0)
+  return (rng.standard_normal((batch_size, *shape), dtype=np.float32),
+          rng.integers(0, NUM_CLASSES, batch_size, dtype=np.int32))
+
+
+def jax_config(spec: Spec, batch_size: int) -> ml_collections.ConfigDict:
+  """A classifier config with Adam at a constant learning rate, like torch.optim.Adam."""
+  c = configlib.base()
+  c.algorithm = "classifier"
+  c.model_name = spec.model_name
+  c.model = spec.model
+  c.num_classes = NUM_CLASSES
+  c.batch_size = batch_size
+  c.optimizer = "adam"
+  c.learning_rate = LEARNING_RATE
+  c.schedule = "constant"
+  return c
+
+
+class JaxStep:
+  """``classifier.train_step`` jitted with the state donated; calling it runs n steps."""
+
+  def __init__(self, spec: Spec, x: np.ndarray, y: np.ndarray):
+    self.batch = {"x": jnp.asarray(x), "y": jnp.asarray(y)}
+    self.state = classifier.init(jax_config(spec, len(x)), jax.random.key(0), self.batch)
+    self.num_params = sum(p.size for p in jax.tree.leaves(self.state.params))
+    self.rng = jax.random.key(1)
+    self.step = jax.jit(classifier.train_step, donate_argnums=0)
+
+  def __call__(self, n: int) -> None:
+    for _ in range(n):
+      self.state, self.metrics = self.step(self.state, self.batch, self.rng)
+    jax.block_until_ready((self.state, self.metrics))
+
+
+class TorchStep:
+  """The same step in PyTorch (eager, channels first); calling it runs n steps."""
+
+  def __init__(self, spec: Spec, x: np.ndarray, y: np.ndarray):
+    torch.manual_seed(0)
+    self.model = spec.torch_model()
+    self.optimizer = torch.optim.Adam(self.model.parameters(), lr=LEARNING_RATE)
+    self.num_params = sum(p.numel() for p in self.model.parameters())
+    self.x = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2) if x.ndim == 4 else x))
+    self.y = torch.from_numpy(y).long()
+
+  def __call__(self, n: int) -> None:
+    for _ in range(n):
+      self.optimizer.zero_grad()
+      logits = self.model(self.x)
+      loss = F.cross_entropy(logits, self.y)
+      loss.backward()
+      self.optimizer.step()
+      self.metrics = {"loss": loss.detach(),  # train_step returns both too
+                      "accuracy": (logits.argmax(-1) == self.y).float().mean()}
+
+
+def seconds(run: Callable[[int], None], n: int) -> float:
+  """Wall time of ``run(n)``."""
+  start = time.perf_counter()
+  run(n)
+  return time.perf_counter() - start
+
+
+def best_seconds(runs: Sequence[Callable[[int], None]], steps: int, repeats: int) -> list[float]:
+  """The best wall time of ``steps`` steps of each run over ``repeats``, the runs interleaved."""
+  best = [math.inf] * len(runs)
+  for _ in range(repeats):
+    best = [min(b, seconds(run, steps)) for b, run in zip(best, runs)]
+  return best
+
+
+def bench_model(name: str, spec: Spec, batch_size: int, steps: int, repeats: int) -> dict:
+  """Compile / warm-up seconds and best steady-state examples per second of both frameworks."""
+  x, y = random_batch(spec.shape, batch_size)
+  start = time.perf_counter()
+  jax_step = JaxStep(spec, x, y)
+  jax_init = time.perf_counter() - start
+  torch_step = TorchStep(spec, x, y)
+  assert jax_step.num_params == torch_step.num_params, (
+      f"{name}: {jax_step.num_params} JAX parameters but {torch_step.num_params} in PyTorch")
+  jax_compile, torch_warmup = seconds(jax_step, 1), seconds(torch_step, 1)
+  jax_rate, torch_rate = (steps * batch_size / t
+                          for t in best_seconds((jax_step, torch_step), steps, repeats))
+  return {"model": name, "batch_size": batch_size, "params": jax_step.num_params,
+          "input_shape": list(spec.shape), "steps": steps, "repeats": repeats,
+          "jax_examples_per_s": jax_rate, "torch_examples_per_s": torch_rate,
+          "ratio_jax_over_torch": jax_rate / torch_rate,
+          "jax_init_s": jax_init, "jax_compile_s": jax_compile, "torch_first_step_s": torch_warmup}
+
+
+def environment() -> dict:
+  """Versions, devices, threads and load: what the numbers depend on."""
+  return {"jax": jax.__version__, "torch": torch.__version__,
+          "jax_devices": [str(d) for d in jax.devices()], "cpu_count": os.cpu_count(),
+          "torch_threads": torch.get_num_threads(), "processor": platform.processor(),
+          "load_average_1min": os.getloadavg()[0]}
+
+
+def table(rows: list[dict]) -> str:
+  """The results as a fixed-width text table."""
+  head = (f"{'model':<11}{'batch':>6}{'params':>10}{'JAX ex/s':>12}{'torch ex/s':>12}"
+          f"{'JAX/torch':>10}{'JAX compile s':>15}")
+  lines = [head, "-" * len(head)]
+  for r in rows:
+    lines.append(f"{r['model']:<11}{r['batch_size']:>6}{r['params']:>10,}"
+                 f"{r['jax_examples_per_s']:>12,.0f}{r['torch_examples_per_s']:>12,.0f}"
+                 f"{r['ratio_jax_over_torch']:>10.2f}{r['jax_compile_s']:>15.2f}")
+  return "\n".join(lines)
+
+
+def int_tuple(text: str) -> tuple[int, ...]:
+  return tuple(int(v) for v in text.split(","))
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+  names = list(specs(784, (256, 128)))
+  p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  p.add_argument("--batch-size", type=int, default=128)
+  p.add_argument("--steps", type=int, default=None, help="steps per repeat (default 50, quick 5)")
+  p.add_argument("--repeats", type=int, default=None, help="best of this many (default 5, quick 2)")
+  p.add_argument("--models", nargs="+", choices=names, default=names)
+  p.add_argument("--mlp-in", type=int, default=784, help="MLP input features (64 for 8x8 digits)")
+  p.add_argument("--mlp-hidden", type=int_tuple, default=(256, 128), help="e.g. 128,64")
+  p.add_argument("--torch-threads", type=int, default=os.cpu_count(),
+                 help="torch.set_num_threads (default: every core)")
+  p.add_argument("--quick", action="store_true", help="a few-second smoke run")
+  p.add_argument("--json", metavar="PATH", help="also write the results here")
+  args = p.parse_args(argv)
+  args.steps = args.steps or (5 if args.quick else 50)
+  args.repeats = args.repeats or (2 if args.quick else 5)
+  return args
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+  """Runs the benchmark, prints the table and returns (and optionally writes) the results."""
+  args = parse_args(argv)
+  torch.set_num_threads(args.torch_threads)
+  env = environment()
+  print(f"jax {env['jax']} on {env['jax_devices']}, torch {env['torch']} on {env['torch_threads']} "
+        f"threads, {env['cpu_count']} cores, load average {env['load_average_1min']:.2f}")
+  models = specs(args.mlp_in, args.mlp_hidden)
+  rows = [bench_model(name, models[name], args.batch_size, args.steps, args.repeats)
+          for name in args.models]
+  print(table(rows))
+  results = {"environment": env, "results": rows}
+  if args.json:
+    with open(args.json, "w") as f:
+      json.dump(results, f, indent=2)
+  return results
+
+
+if __name__ == "__main__":
+  main()
