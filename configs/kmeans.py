@@ -16,7 +16,7 @@ def default():
   c.algorithm = "kmeans"
   c.dataset = "blobs"
   c.model.n_clusters = 4
-  c.model.update = "lloyd"
+  c.model.variant = "lloyd"
   c.batch_size = 1200
   c.num_steps = 20
   c.log_every = 1
@@ -27,7 +27,7 @@ def default():
 
 def minibatch():
   c = default()
-  c.model.update = "minibatch"
+  c.model.variant = "minibatch"
   c.batch_size = 100
   c.num_steps = 200
   c.log_every = 10

@@ -34,9 +34,29 @@ def main(argv: list[str]) -> None:
                     "wall_time_s": summary["wall_time_s"]}))
 
 
+def _innermost_m2m_error(error: BaseException) -> M2MError | None:
+  found = None
+  while error is not None:
+    found = error if isinstance(error, M2MError) else found
+    error = error.__cause__ or error.__context__
+  return found
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+  """absl's flag parsing, except that a bad config value (e.g. an unknown preset, raised inside
+  ``get_config``) is reported in one line instead of the traceback config_flags embeds."""
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    if (cause := _innermost_m2m_error(e)) is None:
+      raise
+    print(f"error: {cause}", file=sys.stderr)
+    sys.exit(2)
+
+
 def run() -> None:
   """Entry point of the ``m2m-train`` console script."""
-  app.run(main)
+  app.run(main, flags_parser=_parse_flags)
 
 
 if __name__ == "__main__":

@@ -2,10 +2,10 @@
 
 Objective: J(c) = 1/N sum_i min_k ||x_i - c_k||^2. Each step assigns the batch to its nearest
 centroids and moves them:
-  ``update='lloyd'``      c_k <- mean of the batch points assigned to k. With the whole
+  ``variant='lloyd'``      c_k <- mean of the batch points assigned to k. With the whole
                           training set as the batch (``batch_size = N``) a step is one Lloyd
                           iteration, i.e. one block of coordinate descent on J.
-  ``update='minibatch'``  Sculley's mini-batch k-means: with n_k the points seen so far by
+  ``variant='minibatch'``  Sculley's mini-batch k-means: with n_k the points seen so far by
                           centroid k and m_k, s_k the count and sum of this batch's,
                           n_k <- n_k + m_k,  c_k <- c_k + (s_k - m_k c_k) / n_k.
 A centroid that receives no point keeps its place. Centroids start from k-means++ on the first
@@ -30,11 +30,11 @@ class State:
 
   centroids: jnp.ndarray
   counts: jnp.ndarray
-  update: str = flax.struct.field(pytree_node=False, default="lloyd")
+  variant: str = flax.struct.field(pytree_node=False, default="lloyd")
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
-  choose("k-means update", config.model.get("update", "lloyd"), ("lloyd", "minibatch"))
+  choose("k-means variant", config.model.get("variant", "lloyd"), ("lloyd", "minibatch"))
   if config.model.get("n_clusters", 0) < 1:
     raise ConfigError("k-means needs config.model.n_clusters >= 1.")
 
@@ -69,7 +69,7 @@ def init(config: ml_collections.ConfigDict, rng: jax.Array, batch: dict) -> Stat
   if k > x.shape[0]:
     raise ConfigError(f"n_clusters {k} exceeds the {x.shape[0]} points of a batch.")
   return State(kmeans_plus_plus(rng, x, k), jnp.zeros((k,), jnp.float32),
-               config.model.get("update", "lloyd"))
+               config.model.get("variant", "lloyd"))
 
 
 def train_step(state: State, batch: dict, rng: jax.Array) -> tuple[State, dict]:
@@ -79,7 +79,7 @@ def train_step(state: State, batch: dict, rng: jax.Array) -> tuple[State, dict]:
   d2 = squared_distances(x, state.centroids)
   onehot = jax.nn.one_hot(jnp.argmin(d2, 1), state.centroids.shape[0])  # (B, K)
   m, s = onehot.sum(0), onehot.T @ x  # (K,), (K, D)
-  if state.update == "lloyd":
+  if state.variant == "lloyd":
     centroids = jnp.where(m[:, None] > 0, s / jnp.maximum(m, 1)[:, None], state.centroids)
     counts = m
   else:
