@@ -112,7 +112,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   init_rng, train_rng = jax.random.split(jax.random.key(config.seed))
   first = dataset.train[data.batch_indices(0, num_examples=len(dataset.train),
                                            batch_size=batch_size, seed=config.seed)]
-  state = jax.device_put(algorithm.init(config, init_rng, first), parallel.replicated(mesh))
+  # Copied leaf by leaf: an init that reuses one array twice must not donate a buffer twice.
+  state = jax.tree.map(jnp.copy, jax.device_put(algorithm.init(config, init_rng, first),
+                                                parallel.replicated(mesh)))
   metrics_shape = jax.eval_shape(algorithm.train_step, state, global_batch(0), train_rng)[1]
   acc = jax.device_put(Accumulator.zeros(metrics_shape), parallel.replicated(mesh))
 

@@ -45,6 +45,10 @@ def init(config: ml_collections.ConfigDict, rng: jax.Array, batch: dict) -> Stat
   """Initialises parameters from ``batch['x']`` of shape (B, ...) and the optimizer state."""
   if not config.num_classes:
     raise ConfigError(f"dataset {config.dataset!r} has no class labels; the classifier needs them.")
+  labels = np.asarray(batch["y"])
+  if labels.min() < 0 or labels.max() >= config.num_classes:
+    raise ConfigError(f"labels must lie in [0, {config.num_classes}); the first batch holds "
+                      f"{labels.min()}..{labels.max()}.")
   model = build_model(config)
   variables = model.init(rng, jnp.asarray(batch["x"][:1]), train=False)
   return State.create(apply_fn=model.apply, params=variables["params"],

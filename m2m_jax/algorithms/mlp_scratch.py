@@ -75,13 +75,13 @@ def forward(params: Params, x: jax.Array, activation: str = "relu") -> tuple[jax
 
 
 def backward(params: Params, cache: tuple, dlogits: jax.Array) -> Params:
-  """Gradients ``[(dL/dW_l (d_l, d_{l+1}), dL/db_l (d_{l+1},))]`` from dlogits = dL/dZ_L (B, d_L)."""
+  """Gradients ``[(dL/dW_l (d_l, d_{l+1}), dL/db_l (d_{l+1},))]`` from dL/dZ_L (B, d_L)."""
   inputs, slopes = cache
   grads, g = [], dlogits
-  for l in reversed(range(len(params))):
-    grads.append((inputs[l].T @ g, g.sum(0)))
-    if l:
-      g = (g @ params[l][0].T) * slopes[l - 1]
+  for layer in reversed(range(len(params))):
+    grads.append((inputs[layer].T @ g, g.sum(0)))
+    if layer:
+      g = (g @ params[layer][0].T) * slopes[layer - 1]
   return grads[::-1]
 
 
@@ -96,9 +96,9 @@ def softmax_cross_entropy(logits: jax.Array, y: jax.Array) -> tuple[jax.Array, j
   averages over B * C entries).
   """
   z = logits - logits.max(-1, keepdims=True)
-  log_p = z - jnp.log(jnp.exp(z).sum(-1, keepdims=True))
+  neg_log_p = jnp.log(jnp.exp(z).sum(-1, keepdims=True)) - z
   onehot = (y[:, None] == jnp.arange(logits.shape[-1])).astype(logits.dtype)
-  return -(onehot * log_p).sum(-1), (jnp.exp(log_p) - onehot) / logits.shape[0]
+  return (onehot * neg_log_p).sum(-1), (jnp.exp(-neg_log_p) - onehot) / logits.shape[0]
 
 
 @flax.struct.dataclass
