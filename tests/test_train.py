@@ -126,7 +126,7 @@ def test_nan_loss_stops_with_its_step_and_keeps_the_last_good_checkpoint(tmp_pat
 def test_bfloat16_computes_in_bf16_and_keeps_float32_parameters(tmp_path):
   config = _short_cnn(dtype="bfloat16", num_steps=200)
   config.num_classes = 10
-  batch = {"x": np.zeros((2, 16, 16, 1), np.float32)}
+  batch = {"x": np.zeros((2, 16, 16, 1), np.float32), "y": np.array([0, 9], np.int32)}
   state = classifier.init(config, jax.random.key(0), batch)
   assert {p.dtype for p in jax.tree.leaves(state.params)} == {jnp.dtype("float32")}
   assert state.apply_fn({"params": state.params}, batch["x"]).dtype == jnp.bfloat16
