@@ -87,6 +87,9 @@ def seed():
   return c
 
 
+PRESETS = {"default": default, "mnist5k": mnist5k, "simple_cnn": simple_cnn, "mnist": mnist,
+           "seed": seed}
+
+
 def get_config(preset=None):
-  return configlib.presets(preset, {"default": default, "mnist5k": mnist5k,
-                                    "simple_cnn": simple_cnn, "mnist": mnist, "seed": seed})
+  return configlib.presets(preset, PRESETS)

@@ -44,5 +44,8 @@ def iris():
   return c
 
 
+PRESETS = {"default": default, "minibatch": minibatch, "iris": iris}
+
+
 def get_config(preset=None):
-  return configlib.presets(preset, {"default": default, "minibatch": minibatch, "iris": iris})
+  return configlib.presets(preset, PRESETS)

@@ -67,6 +67,8 @@ def seed():
   return c
 
 
+PRESETS = {"default": default, "mnist5k": mnist5k, "mnist": mnist, "seed": seed}
+
+
 def get_config(preset=None):
-  return configlib.presets(preset, {"default": default, "mnist5k": mnist5k, "mnist": mnist,
-                                    "seed": seed})
+  return configlib.presets(preset, PRESETS)

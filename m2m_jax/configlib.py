@@ -52,19 +52,32 @@ def presets(preset: str | None, table: dict) -> ml_collections.ConfigDict:
   return table[name]()
 
 
-def load(name: str, preset: str | None = None) -> ml_collections.ConfigDict:
-  """``configs/<name>.py``'s ``get_config(preset)``, from the repository beside the package.
+CONFIG_DIR = pathlib.Path(__file__).resolve().parents[1] / "configs"
 
-  For notebooks and tests; the CLI takes ``--config=configs/<name>.py[:preset]`` instead.
-  """
-  path = pathlib.Path(__file__).resolve().parents[1] / "configs" / f"{name}.py"
+
+def config_module(name: str):
+  """The module ``configs/<name>.py`` of the repository beside the package."""
+  path = CONFIG_DIR / f"{name}.py"
   if not path.exists():
-    known = sorted(p.stem for p in path.parent.glob("*.py"))
-    raise ConfigError(f"no config {name!r} in {path.parent}; choose one of: {', '.join(known)}.")
+    raise ConfigError(f"no config {name!r} in {CONFIG_DIR}; choose one of: "
+                      f"{', '.join(config_names())}.")
   spec = importlib.util.spec_from_file_location(f"m2m_configs.{name}", path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
-  return module.get_config(preset)
+  return module
+
+
+def config_names() -> list[str]:
+  """The names of the configs in ``configs/``."""
+  return sorted(p.stem for p in CONFIG_DIR.glob("*.py"))
+
+
+def load(name: str, preset: str | None = None) -> ml_collections.ConfigDict:
+  """``configs/<name>.py``'s ``get_config(preset)``.
+
+  For notebooks and tests; the CLI takes ``--config=configs/<name>.py[:preset]`` instead.
+  """
+  return config_module(name).get_config(preset)
 
 
 def validate(config: ml_collections.ConfigDict, num_devices: int) -> None:
