@@ -104,19 +104,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     report.write_json(os.path.join(workdir, "config.json"), config.to_dict())
   log = report.MetricsLog(os.path.join(workdir, "metrics.jsonl"))
 
-  def global_batch(step: int) -> dict:
-    idx = data.batch_indices(step, num_examples=len(dataset.train), batch_size=batch_size,
-                             seed=config.seed)
-    return parallel.to_global(dataset.train[parallel.host_slice(idx)], mesh)
+  def indices(step: int) -> np.ndarray:
+    return data.batch_indices(step, num_examples=len(dataset.train), batch_size=batch_size,
+                              seed=config.seed)
 
+  def global_batch(step: int) -> dict:
+    return parallel.to_global(dataset.train[parallel.host_slice(indices(step))], mesh)
+
+  repl = parallel.replicated(mesh)
   init_rng, train_rng = jax.random.split(jax.random.key(config.seed))
-  first = dataset.train[data.batch_indices(0, num_examples=len(dataset.train),
-                                           batch_size=batch_size, seed=config.seed)]
   # Copied leaf by leaf: an init that reuses one array twice must not donate a buffer twice.
-  state = jax.tree.map(jnp.copy, jax.device_put(algorithm.init(config, init_rng, first),
-                                                parallel.replicated(mesh)))
+  state = jax.tree.map(jnp.copy, jax.device_put(
+      algorithm.init(config, init_rng, dataset.train[indices(0)]), repl))
   metrics_shape = jax.eval_shape(algorithm.train_step, state, global_batch(0), train_rng)[1]
-  acc = jax.device_put(Accumulator.zeros(metrics_shape), parallel.replicated(mesh))
+  acc = jax.device_put(Accumulator.zeros(metrics_shape), repl)
 
   ckpt = checkpoint.Checkpointer(workdir, config.keep_checkpoints)
   start = min(ckpt.latest_step() or 0, total)
@@ -130,7 +131,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     state, metrics = algorithm.train_step(state, batch, jax.random.fold_in(train_rng, step))
     return state, acc.add(metrics, step)
 
-  repl = parallel.replicated(mesh)
   train_step = jax.jit(step_fn, donate_argnums=(0, 1), out_shardings=(repl, repl))
   eval_step = jax.jit(algorithm.eval_step)
   last_saved = start
@@ -150,10 +150,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     for step, batch in zip(range(start, total), batches):
       t = time.time()
       state, acc = train_step(state, acc, batch, np.int32(step))
-      if sync_each_step:
+      if sync_each_step or timed_from is None:
         jax.block_until_ready(acc)
       if timed_from is None:
-        jax.block_until_ready(acc)
         compile_time, timed_from = time.time() - t, (time.time(), step + 1)
       done = step + 1
       at_log = done % config.log_every == 0 or done == total
