@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from m2m_jax.classic.kmeans import kmeans_plus_plus, squared_distances
 from m2m_jax.errors import ConfigError, choose
 from m2m_jax.ops.metrics import adjusted_rand_index
 
@@ -37,29 +38,6 @@ def validate(config: ml_collections.ConfigDict) -> None:
   choose("k-means variant", config.model.get("variant", "lloyd"), ("lloyd", "minibatch"))
   if config.model.get("n_clusters", 0) < 1:
     raise ConfigError("k-means needs config.model.n_clusters >= 1.")
-
-
-def squared_distances(x: jnp.ndarray, c: jnp.ndarray) -> jnp.ndarray:
-  """x: (N, D), c: (K, D) -> (N, K) squared Euclidean distances."""
-  return jnp.maximum(
-      jnp.sum(x**2, 1)[:, None] - 2 * x @ c.T + jnp.sum(c**2, 1)[None, :], 0.0)
-
-
-def kmeans_plus_plus(key: jax.Array, x: jnp.ndarray, k: int) -> jnp.ndarray:
-  """Arthur and Vassilvitskii's seeding: each new centre drawn with probability ~ D(x)^2.
-
-  x: (N, D) -> centres (k, D).
-  """
-  n = x.shape[0]
-  keys = jax.random.split(key, k)
-  first = x[jax.random.randint(keys[0], (), 0, n)]
-
-  def pick(d2, key):
-    c = x[jax.random.choice(key, n, p=d2 / jnp.sum(d2))]
-    return jnp.minimum(d2, jnp.sum((x - c) ** 2, 1)), c
-
-  _, rest = jax.lax.scan(pick, jnp.sum((x - first) ** 2, 1), keys[1:])
-  return jnp.concatenate([first[None], rest])
 
 
 def init(config: ml_collections.ConfigDict, rng: jax.Array, batch: dict) -> State:
