@@ -53,13 +53,18 @@ def mnist5k():
   return c
 
 
-def simple_cnn():
-  c = mnist5k()
+def _original_simple_cnn(c):
+  """The original notebook's model and optimizer: SimpleCNN, no augmentation, Adam 1e-3."""
   c.model_name = "simple_cnn"
   c.model = {"channels": 4}
-  c.augment_shift = 0  # as the original
+  c.augment_shift = 0
   c.learning_rate = 1e-3
   c.schedule = "constant"
+  return c
+
+
+def simple_cnn():
+  c = _original_simple_cnn(mnist5k())
   c.num_epochs = 30.0
   return c
 
@@ -76,12 +81,7 @@ def mnist():
 
 
 def seed():
-  c = mnist()
-  c.model_name = "simple_cnn"
-  c.model = {"channels": 4}
-  c.augment_shift = 0
-  c.learning_rate = 1e-3
-  c.schedule = "constant"
+  c = _original_simple_cnn(mnist())
   c.batch_size = 64
   c.num_epochs = 10.0
   return c

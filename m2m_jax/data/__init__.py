@@ -1,4 +1,4 @@
-"""The dataset registry: ``load(name, seed=..., **options) -> Dataset``.
+"""The dataset registry: ``load(name, **options) -> Dataset``.
 
 Offline, shipped with the install:
   ``digits`` (1,797 8x8 handwritten digits), ``iris``, ``wine``, ``breast_cancer``, ``diabetes``

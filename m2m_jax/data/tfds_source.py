@@ -26,19 +26,17 @@ class TfdsSplit:
     return {"x": x, "y": y}
 
 
-def load(name: str, seed: int = 0, data_dir: str | None = None, train_split: str = "train",
+def load(name: str, data_dir: str | None = None, train_split: str = "train",
          test_split: str = "test", download: bool = False) -> Dataset:
   """Opens tfds dataset ``name`` (e.g. ``mnist``, ``cifar10``) for random access.
 
   Args:
     name: tfds name.
-    seed: unused (tfds splits are fixed); accepted for a uniform signature.
     data_dir: where the prepared dataset lives (tfds' default if None).
     train_split, test_split: tfds split names, slicing allowed (``'train[:90%]'``).
     download: prepare the dataset first if it is missing (needs internet and TensorFlow).
   """
   import tensorflow_datasets as tfds
-  del seed
   try:
     builder = tfds.builder(name, data_dir=data_dir or None)
   except tfds.core.DatasetNotFoundError:
