@@ -4,6 +4,8 @@ Presets (held-out test split; ARI against the true labels):
   default    Lloyd iterations on 4 Gaussian blobs (1,200 train points = one batch).
   minibatch  mini-batch k-means on the same blobs, 100 points a step.
   iris       Lloyd iterations on iris (standardised), 3 clusters.
+  seed       the original notebook's Kmeans (k = 10, 100 Lloyd iterations over all the data),
+             k-means++ seeded, on tfds MNIST's 60,000 training digits.
 
   python -m m2m_jax.main --config=configs/kmeans.py --workdir=runs/kmeans
 """
@@ -44,7 +46,17 @@ def iris():
   return c
 
 
-PRESETS = {"default": default, "minibatch": minibatch, "iris": iris}
+def seed():
+  c = default()
+  c.dataset = "tfds:mnist"
+  c.model.n_clusters = 10
+  c.batch_size = 0  # the whole training set every step
+  c.num_steps = 100
+  c.eval_every, c.checkpoint_every = 25, 25
+  return c
+
+
+PRESETS = {"default": default, "minibatch": minibatch, "iris": iris, "seed": seed}
 
 
 def get_config(preset=None):

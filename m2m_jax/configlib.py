@@ -32,7 +32,7 @@ def base() -> ml_collections.ConfigDict:
   c.schedule = "constant"
   c.warmup_steps = 0
   c.weight_decay = 0.0
-  c.batch_size = 128
+  c.batch_size = 128           # 0: the whole training set every step (full batch)
   c.eval_batch_size = 512      # rounded up to a multiple of the device count; padded
   c.num_steps = 0             # 0: derived from num_epochs
   c.num_epochs = 10.0
@@ -91,7 +91,10 @@ def validate(config: ml_collections.ConfigDict, num_devices: int) -> None:
   choose("optimizer", config.optimizer, OPTIMIZERS)
   choose("schedule", config.schedule, SCHEDULES)
   choose("dtype", config.dtype, DTYPES)
-  for field in ("batch_size", "eval_batch_size", "log_every", "eval_every", "checkpoint_every",
+  if config.batch_size < 0:
+    raise ConfigError(f"batch_size must be positive (or 0: the whole training set), got "
+                      f"{config.batch_size}.")
+  for field in ("eval_batch_size", "log_every", "eval_every", "checkpoint_every",
                 "keep_checkpoints"):
     if config[field] <= 0:
       raise ConfigError(f"{field} must be positive, got {config[field]}.")

@@ -23,6 +23,10 @@ ALGORITHMS = {
     "classifier": "m2m_jax.algorithms.classifier",
     "mlp_scratch": "m2m_jax.algorithms.mlp_scratch",
     "kmeans": "m2m_jax.algorithms.kmeans",
+    "linear_regression": "m2m_jax.algorithms.linear_regression",
+    "logistic_regression": "m2m_jax.algorithms.logistic_regression",
+    "knn": "m2m_jax.algorithms.knn",
+    "pca": "m2m_jax.algorithms.pca",
 }
 
 

@@ -126,3 +126,66 @@ def plot_images(images: np.ndarray, titles: Sequence[str], path: str, cols: int 
   fig.tight_layout()
   fig.savefig(path, dpi=110)
   plt.close(fig)
+
+
+def plot_regression(target: np.ndarray, prediction: np.ndarray, path: str, title: str = "",
+                    coef: np.ndarray | None = None) -> None:
+  """Predicted against true values with the line y = x, the residuals, and (optionally) the
+  coefficients (d,) as bars."""
+  residual = target - prediction
+  panels = 3 if coef is not None else 2
+  fig, axes = plt.subplots(1, panels, figsize=(4.2 * panels, 3.8))
+  lo, hi = min(target.min(), prediction.min()), max(target.max(), prediction.max())
+  axes[0].scatter(target, prediction, s=10, alpha=0.7)
+  axes[0].plot([lo, hi], [lo, hi], "k--", lw=1, label="y = x")
+  axes[0].set(xlabel="true", ylabel="predicted", title=title)
+  axes[0].legend()
+  axes[1].scatter(prediction, residual, s=10, alpha=0.7)
+  axes[1].axhline(0, color="k", lw=1, ls="--")
+  axes[1].set(xlabel="predicted", ylabel="residual (true - predicted)",
+              title=f"residuals: RMSE {np.sqrt(np.mean(residual**2)):.4g}")
+  if coef is not None:
+    axes[2].bar(np.arange(len(coef)), coef)
+    axes[2].axhline(0, color="k", lw=0.8)
+    axes[2].set(xlabel="feature", ylabel="coefficient",
+                title=f"coefficients ({int(np.sum(coef != 0))} of {len(coef)} nonzero)")
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+
+
+def plot_decision_regions(predict, x: np.ndarray, y: np.ndarray, path: str, title: str = "",
+                          resolution: int = 150) -> None:
+  """The classes ``predict`` assigns over a plane through the data, and the points on it.
+
+  Args:
+    predict: maps points (m, d) to class indices (m,).
+    x, y: points (n, d) and their class indices (n,), drawn by their coordinates in the plane.
+    resolution: grid points along each axis.
+  The plane is the feature plane for d = 2; otherwise the plane through the mean of x spanned
+  by its two leading principal axes (a slice of the d-dimensional decision regions).
+  """
+  x = x.reshape(len(x), -1).astype(np.float64)
+  d = x.shape[1]
+  if d == 2:
+    origin, basis, names = np.zeros(2), np.eye(2), ("feature 0", "feature 1")
+  else:
+    origin = x.mean(0)
+    basis = np.linalg.svd(x - origin, full_matrices=False)[2][:2]
+    names = ("principal axis 1", "principal axis 2")
+  z = (x - origin) @ basis.T
+  lo, hi = z.min(0), z.max(0)
+  lo, hi = lo - 0.08 * (hi - lo), hi + 0.08 * (hi - lo)
+  u, v = np.meshgrid(np.linspace(lo[0], hi[0], resolution), np.linspace(lo[1], hi[1], resolution))
+  grid = np.stack([u.ravel(), v.ravel()], 1) @ basis + origin
+  regions = np.asarray(predict(grid.astype(np.float32))).reshape(u.shape)
+  vmax = max(9, int(max(regions.max(), y.max())))
+  fig, ax = plt.subplots(figsize=(5.2, 4.6))
+  ax.contourf(u, v, regions, levels=np.arange(vmax + 2) - 0.5, cmap="tab10", vmin=0, vmax=vmax,
+              alpha=0.3)
+  ax.scatter(z[:, 0], z[:, 1], c=y, cmap="tab10", vmin=0, vmax=vmax, s=14, edgecolors="k",
+             linewidths=0.3)
+  ax.set(xlabel=names[0], ylabel=names[1], title=title)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)

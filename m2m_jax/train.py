@@ -45,9 +45,17 @@ class Accumulator:
     return Accumulator(sums, self.count + 1, bad)
 
 
-def resolve(config: ml_collections.ConfigDict, dataset: data.Dataset) -> ml_collections.ConfigDict:
-  """A copy of ``config`` with ``num_steps`` derived from ``num_epochs`` and ``num_classes`` set."""
+def resolve(config: ml_collections.ConfigDict, dataset: data.Dataset,
+            num_devices: int = 1) -> ml_collections.ConfigDict:
+  """A copy of ``config`` with its derived fields set.
+
+  ``batch_size = 0`` becomes the whole training set, rounded down to a multiple of
+  ``num_devices`` (at most ``num_devices - 1`` examples sit out each step); ``num_steps = 0``
+  is derived from ``num_epochs``; ``num_classes`` comes from the dataset.
+  """
   config = ml_collections.ConfigDict(config.to_dict())
+  if config.batch_size == 0:
+    config.batch_size = len(dataset.train) // num_devices * num_devices
   if config.num_steps <= 0:
     steps_per_epoch = len(dataset.train) // config.batch_size
     config.num_steps = max(1, round(config.num_epochs * steps_per_epoch))
@@ -95,7 +103,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   configlib.validate(config, jax.device_count())
   algorithm = registry.get(config.algorithm)
   dataset = data.load(config.dataset, **config.data)
-  config = resolve(config, dataset)
+  config = resolve(config, dataset, jax.device_count())
   total, batch_size, lead = config.num_steps, config.batch_size, jax.process_index() == 0
 
   os.makedirs(os.path.join(workdir, "figures"), exist_ok=True)

@@ -19,7 +19,7 @@ def _refused(result: subprocess.CompletedProcess, *fragments: str) -> None:
 
 
 @pytest.mark.parametrize("override,fragments", [
-    ("--config.algorithm=svm", ["unknown algorithm 'svm'; choose one of: classifier, kmeans, mlp_scratch."]),
+    ("--config.algorithm=svm", ["unknown algorithm 'svm'; choose one of: classifier, kmeans, knn, linear_regression, logistic_regression, mlp_scratch, pca."]),
     ("--config.dataset=mnist6k", ["unknown dataset 'mnist6k'; choose one of:", "mnist5k"]),
     ("--config.optimizer=adagrad", ["unknown optimizer 'adagrad'; choose one of: adam, adamw, momentum, sgd."]),
     ("--config.model.variant=online", ["unknown k-means variant 'online'; choose one of: lloyd, minibatch."]),
@@ -30,7 +30,7 @@ def test_unknown_values_are_named_with_the_choices(tmp_path, override, fragments
 
 def test_unknown_preset_is_named(tmp_path):
   _refused(cli("--config=configs/kmeans.py:huge", f"--workdir={tmp_path}"),
-           "unknown preset 'huge'; choose one of: default, iris, minibatch.")
+           "unknown preset 'huge'; choose one of: default, iris, minibatch, seed.")
 
 
 def test_batch_that_does_not_divide_over_devices(tmp_path):

@@ -65,3 +65,49 @@ def test_not_prepared_fails_fast_without_download(tmp_path):
     m2m_jax.data.load("tfds:mnist", data_dir=str(tmp_path))
   assert time.monotonic() - start < 10
   assert not any(tmp_path.iterdir())  # nothing was downloaded or written
+
+
+TFDS_MNIST_SEEDS = [("kmeans", "seed"), ("knn", "seed"), ("logistic_regression", "seed"),
+                    ("pca", "seed")]
+
+
+@pytest.mark.parametrize("name, preset", TFDS_MNIST_SEEDS, ids=[n for n, _ in TFDS_MNIST_SEEDS])
+def test_classic_seed_presets_run_on_mock_mnist(mock_tfds, tmp_path, name: str, preset: str):
+  from m2m_jax import configlib
+  config = configlib.load(name, preset)
+  assert config.dataset == "tfds:mnist"
+  config.data.data_dir = str(tmp_path / "tfds")
+  if config.num_steps > 1:
+    config.num_steps, config.eval_every, config.checkpoint_every = 2, 1, 1
+  summary = train.train_and_evaluate(config, str(tmp_path / "run"))
+  assert all(np.isfinite(v) for v in summary["test"].values())
+
+
+class _FakeSource(list):
+  def __getitems__(self, keys):
+    return [self[k] for k in keys]
+
+
+def test_split_reads_tabular_features_and_real_targets():
+  from m2m_jax.data.tfds_source import TfdsSplit
+  records = [{"features": {"b": 2.0 * i, "a": float(i)}, "quality": i + 3} for i in range(4)]
+  split = TfdsSplit(_FakeSource(records), x_key="features", y_key="quality")
+  batch = split[np.array([3, 1])]
+  np.testing.assert_array_equal(batch["x"], [[3.0, 6.0], [1.0, 2.0]])  # sorted keys: a, b
+  assert batch["x"].dtype == np.float32 and batch["y"].dtype == np.int32
+  real = TfdsSplit(_FakeSource([{"image": np.full((2, 2), 255, np.uint8), "label": 0.5}]))[[0]]
+  assert real["x"].max() == 1.0 and real["y"].dtype == np.float32
+
+
+def test_unknown_feature_is_refused(mock_tfds, tmp_path):
+  with pytest.raises(DataError, match="'mnist' has no feature 'features'; its features are: image, label"):
+    m2m_jax.data.load("tfds:mnist", data_dir=str(tmp_path), x_key="features")
+
+
+def test_linear_regression_seed_reads_wine_quality(mock_tfds, tmp_path):
+  pytest.importorskip("tensorflow")  # wine_quality's builder imports TensorFlow
+  from m2m_jax import configlib
+  config = configlib.load("linear_regression", "seed")
+  config.data.data_dir = str(tmp_path / "tfds")
+  summary = train.train_and_evaluate(config, str(tmp_path / "run"))
+  assert np.isfinite(summary["test"]["rmse"])

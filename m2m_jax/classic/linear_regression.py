@@ -93,16 +93,27 @@ def fit(X, y, *, alpha: float = 0.0, l1_ratio: float = 0.0, solver: str = "auto"
   'lstsq', 'cholesky', 'cd' or 'gd'; learning_rate: gd's step (None: from the data); max_iter:
   most cd sweeps / gd epochs; tol: stopping tolerance (module docstring); batch_size: gd's batch
   (None: all n); key: draws gd's per-epoch permutations (default key(0)).
-  Checks the inputs, then runs :func:`solve`; refuses a fit whose coefficients came out NaN.
+  Checks the inputs (:func:`check`), then runs :func:`solve`; refuses a fit whose
+  coefficients came out NaN.
   """
-  X, y = check_X_y(X, y, classification=False)
-  solver = _resolve_solver(solver, alpha, l1_ratio, learning_rate, batch_size, max_iter, tol)
-  if batch_size is not None:
-    check_at_most("batch_size", batch_size, X.shape[0], "the number of samples")
+  X, y, solver = check(X, y, alpha=alpha, l1_ratio=l1_ratio, solver=solver,
+                       learning_rate=learning_rate, max_iter=max_iter, tol=tol,
+                       batch_size=batch_size)
   params = solve(X, y, float(alpha), float(l1_ratio), int(max_iter), float(tol), key, solver=solver,
                  fit_intercept=fit_intercept, learning_rate=learning_rate, batch_size=batch_size)
   _check_finite(params.coef_, solver)
   return params
+
+
+def check(X, y, *, alpha: float = 0.0, l1_ratio: float = 0.0, solver: str = "auto",
+          learning_rate: float | None = None, max_iter: int = 1000, tol: float = 1e-4,
+          batch_size: int | None = None) -> tuple[jnp.ndarray, jnp.ndarray, str]:
+  """:func:`fit`'s input checks: returns X (n, d), y (n,) as float32 and the concrete solver."""
+  X, y = check_X_y(X, y, classification=False)
+  solver = _resolve_solver(solver, alpha, l1_ratio, learning_rate, batch_size, max_iter, tol)
+  if batch_size is not None:
+    check_at_most("batch_size", batch_size, X.shape[0], "the number of samples")
+  return X, y, solver
 
 
 @functools.partial(jax.jit, static_argnames=("solver", "fit_intercept", "batch_size"))

@@ -105,9 +105,10 @@ def _gd(f, theta, max_iter: jax.Array, tol: jax.Array, learning_rate: jax.Array)
   return theta, k
 
 
-def _solve(X, y, l2, tol, learning_rate, max_iter, *, n_classes: int, solver: str,
+def solve(X, y, l2, tol, learning_rate, max_iter, *, n_classes: int, solver: str,
            fit_intercept: bool):
-  """The jittable core: X (n, d) float32, y (n,) int32 in 0..n_classes-1 -> (W, b, steps).
+  """:func:`fit`'s pure core, no input checks: X (n, d) float32, y (n,) int32 in
+  0..n_classes-1, l2 = 1 / C -> (W (K', d), b (K',), steps ()). Jittable and vmappable.
 
   learning_rate <= 0 (gd only) means 1 / L from :func:`_smoothness`."""
   width = 1 if n_classes == 2 else n_classes
@@ -122,10 +123,10 @@ def _solve(X, y, l2, tol, learning_rate, max_iter, *, n_classes: int, solver: st
   return coef, intercept, steps
 
 
-_solve_jit = jax.jit(_solve, static_argnames=("n_classes", "solver", "fit_intercept"))
+_solve_jit = jax.jit(solve, static_argnames=("n_classes", "solver", "fit_intercept"))
 
 
-def _check_hyper(C: float, penalty: Optional[str], solver: str, max_iter: int, tol: float,
+def check_hyper(C: float, penalty: Optional[str], solver: str, max_iter: int, tol: float,
                  learning_rate: Optional[float]) -> None:
   if penalty not in ("l2", None):
     raise ConfigError(f"unknown penalty {penalty!r}; choose 'l2' or None.")
@@ -150,7 +151,7 @@ def fit(X, y, *, C: float = 1.0, penalty: Optional[str] = "l2", solver: str = "l
   learning_rate: gd's step (None: 1/L, L the gradient's Lipschitz constant); fit_intercept:
   learn b (else b = 0). Returns coef_ (K', d), intercept_ (K',), with K' = 1 for two classes.
   """
-  _check_hyper(C, penalty, solver, max_iter, tol, learning_rate)
+  check_hyper(C, penalty, solver, max_iter, tol, learning_rate)
   classes, indices = validation.encode_labels(y)
   X, y = validation.check_X_y(X, indices.reshape(np.shape(y)), classification=True)
   l2 = 0.0 if penalty is None else 1.0 / C

@@ -129,6 +129,20 @@ def _keep(ratio: jnp.ndarray, fraction: float) -> int:
   return min(int(np.searchsorted(cumulative, fraction, side="right")) + 1, len(cumulative))
 
 
+def check(X, *, n_components=None, svd_solver: str = "full", n_oversamples: int = 10,
+          iterated_power: int = 4) -> tuple[jnp.ndarray, int | float]:
+  """:func:`fit`'s input checks: returns X (n, d) as float32 and k, an int or a variance fraction."""
+  X = validation.check_X(X)
+  choose("svd_solver", svd_solver, SOLVERS)
+  n, d = X.shape
+  if n < 2:
+    raise DataError("PCA needs at least 2 samples to estimate variances (n - 1 divides them).")
+  if svd_solver == "randomized" and min(n_oversamples, iterated_power) < 0:
+    raise DataError(f"n_oversamples={n_oversamples} and iterated_power={iterated_power} "
+                    "must both be >= 0.")
+  return X, _check_n_components(n_components, min(n, d), svd_solver)
+
+
 def fit(X, y=None, *, n_components=None, whiten: bool = False, svd_solver: str = "full",
         n_oversamples: int = 10, iterated_power: int = 4, key: jax.Array | None = None
         ) -> PCAParams:
@@ -141,28 +155,45 @@ def fit(X, y=None, *, n_components=None, whiten: bool = False, svd_solver: str =
   ``jax.random.key(0)``) tune and seed the randomized one.
   """
   del y
-  X = validation.check_X(X)
-  choose("svd_solver", svd_solver, SOLVERS)
-  n, d = X.shape
-  if n < 2:
-    raise DataError("PCA needs at least 2 samples to estimate variances (n - 1 divides them).")
-  rank = min(n, d)
-  k = _check_n_components(n_components, rank, svd_solver)
-  if svd_solver == "randomized":
-    if min(n_oversamples, iterated_power) < 0:
-      raise DataError(f"n_oversamples={n_oversamples} and iterated_power={iterated_power} "
-                      "must both be >= 0.")
-    key = jax.random.key(0) if key is None else key
-    mean, s, vt, total, discarded = _randomized(X, key, k, min(k + n_oversamples, rank),
-                                                iterated_power)
-  else:
+  X, k = check(X, n_components=n_components, svd_solver=svd_solver,
+               n_oversamples=n_oversamples, iterated_power=iterated_power)
+  if isinstance(k, float):  # the number of components depends on the spectrum
     mean, s, vt = _exact(X, svd_solver)
-    total = jnp.sum(s**2)
-    k = _keep(s**2 / total, k) if isinstance(k, float) else k
-    discarded = jnp.sum(s[k:] ** 2)
-  variance = s[:k] ** 2 / (n - 1)
-  noise = discarded / (n - 1) / (rank - k) if k < rank else jnp.zeros(())
-  return PCAParams(vt[:k], variance, s[:k] ** 2 / total, s[:k], mean, noise, whiten)
+    return _assemble(X.shape[0], mean, s, vt, _keep(s**2 / jnp.sum(s**2), k), whiten)
+  return solve(X, key, k=k, whiten=whiten, svd_solver=svd_solver, n_oversamples=n_oversamples,
+               iterated_power=iterated_power)
+
+
+@functools.partial(jax.jit, static_argnames=("k", "whiten", "svd_solver", "n_oversamples",
+                                             "iterated_power"))
+def solve(X: jnp.ndarray, key: jax.Array | None = None, *, k: int, whiten: bool = False,
+          svd_solver: str = "full", n_oversamples: int = 10, iterated_power: int = 4) -> PCAParams:
+  """:func:`fit`'s pure core on float32 X (n, d) with an int k in 1..min(n, d); no input checks.
+
+  Jitted; vmappable over X (e.g. bootstrap resamples) and key.
+  """
+  n, d = X.shape
+  if svd_solver != "randomized":
+    mean, s, vt = _exact(X, svd_solver)
+    return _assemble(n, mean, s, vt, k, whiten)
+  key = jax.random.key(0) if key is None else key
+  mean, s, vt, total, discarded = _randomized(X, key, k, min(k + n_oversamples, n, d),
+                                              iterated_power)
+  return _assemble(n, mean, s, vt, k, whiten, total, discarded, min(n, d))
+
+
+def _assemble(n: int, mean: jnp.ndarray, s: jnp.ndarray, vt: jnp.ndarray, k: int, whiten: bool,
+              total=None, discarded=None, rank: int | None = None) -> PCAParams:
+  """PCAParams of the k leading of the singular values s and right vectors vt of n centred rows.
+
+  total / discarded: the squared norm of all / of the discarded directions (default: from s,
+  which then holds all rank = len(s) singular values).
+  """
+  rank = len(s) if rank is None else rank
+  total = jnp.sum(s**2) if total is None else total
+  discarded = jnp.sum(s[k:] ** 2) if discarded is None else discarded
+  noise = discarded / (n - 1) / (rank - k) if k < rank else jnp.zeros((), s.dtype)
+  return PCAParams(vt[:k], s[:k] ** 2 / (n - 1), s[:k] ** 2 / total, s[:k], mean, noise, whiten)
 
 
 def _check_width(name: str, X: jnp.ndarray, width: int, what: str) -> None:
