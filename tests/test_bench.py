@@ -1,4 +1,4 @@
-"""bench/train_step.py --quick runs every model in both frameworks and reports positive speeds."""
+"""The benchmarks' --quick smoke runs: every row present, speeds finite, results equivalent."""
 
 import json
 import math
@@ -8,14 +8,20 @@ import sys
 
 import pytest
 
-pytest.importorskip("torch")
-
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODELS = {"mlp", "cnn28", "cnn16", "simple_cnn"}
 FIELDS = ("jax_examples_per_s", "torch_examples_per_s", "ratio_jax_over_torch", "jax_compile_s")
+CLASSIC = {("linear_regression", "least_squares", "LinearRegression"),
+           ("linear_regression", "ridge", "Ridge"), ("linear_regression", "lasso", "Lasso"),
+           ("linear_regression", "elastic_net", "ElasticNet"),
+           ("logistic_regression", "logistic", "LogisticRegression"),
+           ("knn", "knn", "brute"), ("knn", "knn", "auto"), ("kmeans", "kmeans", "KMeans"),
+           ("pca", "pca_full", "PCA full"), ("pca", "pca_randomized", "PCA randomized")}
 
 
 def test_quick_benchmark(tmp_path):
+  """bench/train_step.py --quick runs every model in both frameworks and reports positive speeds."""
+  pytest.importorskip("torch")
   out = tmp_path / "bench.json"
   # One torch thread: on a loaded machine OpenMP threads waiting on each other take minutes.
   subprocess.run([sys.executable, os.path.join(ROOT, "bench", "train_step.py"), "--quick",
@@ -26,3 +32,23 @@ def test_quick_benchmark(tmp_path):
   for r in rows:
     for field in FIELDS:
       assert math.isfinite(r[field]) and r[field] > 0, (r["model"], field, r[field])
+
+
+def test_quick_classic_benchmark(tmp_path):
+  """bench/classic.py --quick (about 10 s): a row per estimator and scikit-learn twin, each with
+  a finite speed ratio, a passing equivalence check and no JAX recompilation in steady state."""
+  out = tmp_path / "classic.json"
+  result = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "classic.py"), "--quick",
+                           "--json", str(out)], check=True, timeout=120, capture_output=True,
+                          text=True)
+  rows = json.loads(out.read_text())["results"]
+  assert {(r["estimator"], r["case"], r["sklearn"]) for r in rows} == CLASSIC
+  assert len(rows) == len(CLASSIC)
+  for r in rows:
+    name = (r["case"], r["sklearn"])
+    for field in ("jax_s", "sklearn_s", "ratio_jax_over_sklearn", "jax_first_call_s"):
+      assert math.isfinite(r[field]) and r[field] > 0, (name, field, r[field])
+    assert r["check_ok"], (name, r["check"])
+    assert r["jax_steady_compiles"] == 0, (name, r["jax_steady_compiled"])
+    assert r["case"] in result.stdout
+  assert "FAILED" not in result.stdout
