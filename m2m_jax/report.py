@@ -4,12 +4,16 @@ import json
 import os
 from typing import Sequence
 
-import matplotlib
+import numpy as np
+import tqdm
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import tqdm  # noqa: E402
+
+def figure(*args, **kwargs):
+  """``(fig, axes)`` like ``pyplot.subplots``, on a bare :class:`Figure`: no global backend is
+  touched (a notebook importing m2m_jax keeps its inline plots) and nothing needs closing."""
+  fig = Figure(figsize=kwargs.pop("figsize", None))
+  return fig, fig.subplots(*args, **kwargs)
 
 
 class MetricsLog:
@@ -66,7 +70,7 @@ def plot_curves(rows: Sequence[dict], path: str) -> None:
                  and isinstance(r[k], (int, float))})
   if not keys:
     return
-  fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3.2), squeeze=False)
+  fig, axes = figure(1, len(keys), figsize=(4 * len(keys), 3.2), squeeze=False)
   for ax, key in zip(axes[0], keys):
     for split in sorted({r["split"] for r in rows}):
       pts = [(r["step"], r[key]) for r in rows if r["split"] == split and key in r]
@@ -79,7 +83,6 @@ def plot_curves(rows: Sequence[dict], path: str) -> None:
     ax.legend()
   fig.tight_layout()
   fig.savefig(path, dpi=110)
-  plt.close(fig)
 
 
 def confusion_matrix(labels: np.ndarray, preds: np.ndarray, num_classes: int) -> np.ndarray:
@@ -92,7 +95,7 @@ def confusion_matrix(labels: np.ndarray, preds: np.ndarray, num_classes: int) ->
 def plot_confusion(matrix: np.ndarray, path: str, title: str = "") -> None:
   """The confusion matrix as a heat map with counts."""
   n = len(matrix)
-  fig, ax = plt.subplots(figsize=(0.45 * n + 2.5, 0.45 * n + 2))
+  fig, ax = figure(figsize=(0.45 * n + 2.5, 0.45 * n + 2))
   ax.imshow(matrix, cmap="Blues")
   for i in range(n):
     for j in range(n):
@@ -106,7 +109,6 @@ def plot_confusion(matrix: np.ndarray, path: str, title: str = "") -> None:
   ax.set_title(title)
   fig.tight_layout()
   fig.savefig(path, dpi=110)
-  plt.close(fig)
 
 
 def plot_images(images: np.ndarray, titles: Sequence[str], path: str, cols: int = 8) -> None:
@@ -116,7 +118,7 @@ def plot_images(images: np.ndarray, titles: Sequence[str], path: str, cols: int 
     return
   cols = min(cols, n)
   rows = -(-n // cols)
-  fig, axes = plt.subplots(rows, cols, figsize=(1.3 * cols, 1.5 * rows), squeeze=False)
+  fig, axes = figure(rows, cols, figsize=(1.3 * cols, 1.5 * rows), squeeze=False)
   for ax in axes.ravel():
     ax.axis("off")
   for ax, img, title in zip(axes.ravel(), images, titles):
@@ -125,7 +127,6 @@ def plot_images(images: np.ndarray, titles: Sequence[str], path: str, cols: int 
     ax.set_title(title, fontsize=8)
   fig.tight_layout()
   fig.savefig(path, dpi=110)
-  plt.close(fig)
 
 
 def plot_regression(target: np.ndarray, prediction: np.ndarray, path: str, title: str = "",
@@ -134,7 +135,7 @@ def plot_regression(target: np.ndarray, prediction: np.ndarray, path: str, title
   coefficients (d,) as bars."""
   residual = target - prediction
   panels = 3 if coef is not None else 2
-  fig, axes = plt.subplots(1, panels, figsize=(4.2 * panels, 3.8))
+  fig, axes = figure(1, panels, figsize=(4.2 * panels, 3.8))
   lo, hi = min(target.min(), prediction.min()), max(target.max(), prediction.max())
   axes[0].scatter(target, prediction, s=10, alpha=0.7)
   axes[0].plot([lo, hi], [lo, hi], "k--", lw=1, label="y = x")
@@ -151,7 +152,6 @@ def plot_regression(target: np.ndarray, prediction: np.ndarray, path: str, title
                 title=f"coefficients ({int(np.sum(coef != 0))} of {len(coef)} nonzero)")
   fig.tight_layout()
   fig.savefig(path, dpi=110)
-  plt.close(fig)
 
 
 def plot_decision_regions(predict, x: np.ndarray, y: np.ndarray, path: str, title: str = "",
@@ -180,7 +180,7 @@ def plot_decision_regions(predict, x: np.ndarray, y: np.ndarray, path: str, titl
   grid = np.stack([u.ravel(), v.ravel()], 1) @ basis + origin
   regions = np.asarray(predict(grid.astype(np.float32))).reshape(u.shape)
   vmax = max(9, int(max(regions.max(), y.max())))
-  fig, ax = plt.subplots(figsize=(5.2, 4.6))
+  fig, ax = figure(figsize=(5.2, 4.6))
   ax.contourf(u, v, regions, levels=np.arange(vmax + 2) - 0.5, cmap="tab10", vmin=0, vmax=vmax,
               alpha=0.3)
   ax.scatter(z[:, 0], z[:, 1], c=y, cmap="tab10", vmin=0, vmax=vmax, s=14, edgecolors="k",
@@ -188,4 +188,3 @@ def plot_decision_regions(predict, x: np.ndarray, y: np.ndarray, path: str, titl
   ax.set(xlabel=names[0], ylabel=names[1], title=title)
   fig.tight_layout()
   fig.savefig(path, dpi=110)
-  plt.close(fig)

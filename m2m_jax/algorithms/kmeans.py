@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from m2m_jax import report
 from m2m_jax.classic.kmeans import kmeans_plus_plus, squared_distances
 from m2m_jax.errors import ConfigError, choose
 from m2m_jax.ops.metrics import adjusted_rand_index
@@ -82,14 +83,12 @@ def summarize(outputs: dict) -> dict:
 
 def figures(state: State, outputs: dict, dataset, outdir: str) -> None:
   """Test points coloured by cluster, with the centroids (first two features)."""
-  import matplotlib.pyplot as plt
   x = dataset.test[np.arange(len(dataset.test))]["x"].reshape(len(dataset.test), -1)
   c = np.asarray(state.centroids)
-  fig, ax = plt.subplots(figsize=(5, 4.5))
+  fig, ax = report.figure(figsize=(5, 4.5))
   ax.scatter(x[:, 0], x[:, 1], c=outputs["cluster"], s=8, cmap="tab10")
   ax.scatter(c[:, 0], c[:, 1], marker="x", s=120, c="black", label="centroids")
   ax.set_title(f"k-means on {dataset.name}: ARI {adjusted_rand_index(outputs['label'], outputs['cluster']):.3f}")
   ax.legend()
   fig.tight_layout()
   fig.savefig(os.path.join(outdir, "clusters.png"), dpi=110)
-  plt.close(fig)

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from m2m_jax import report
 from m2m_jax.algorithms import fitted
 from m2m_jax.classic import pca
 from m2m_jax.errors import ConfigError
@@ -72,11 +73,9 @@ def summarize(outputs: dict) -> dict:
 def figures(state: fitted.Fitted, outputs: dict, dataset, outdir: str) -> None:
   """Scree plot (variance ratio per component and cumulative), the test set projected on the
   first two components, and for images a few test images next to their reconstructions."""
-  import matplotlib.pyplot as plt
-  from m2m_jax import report
   params = state.params
   ratio = np.asarray(params.explained_variance_ratio_)
-  fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+  fig, axes = report.figure(1, 2, figsize=(10, 4))
   k = np.arange(1, len(ratio) + 1)
   axes[0].bar(k, ratio, label="per component")
   axes[0].plot(k, np.cumsum(ratio), "o-", color="C1", ms=3, label="cumulative")
@@ -93,7 +92,6 @@ def figures(state: fitted.Fitted, outputs: dict, dataset, outdir: str) -> None:
     axes[1].axis("off")
   fig.tight_layout()
   fig.savefig(os.path.join(outdir, "pca.png"), dpi=110)
-  plt.close(fig)
   n = len(dataset.test)
   images = dataset.test[np.linspace(0, n - 1, min(8, n)).astype(int)]["x"]
   if images.ndim == 4:
