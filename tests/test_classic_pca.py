@@ -192,7 +192,7 @@ def test_bad_input_raises_one_clear_error():
   with pytest.raises(DataError, match="n_oversamples=-1"):
     pca.fit(X, n_components=2, svd_solver="randomized", n_oversamples=-1)
   params = pca.fit(X, n_components=2)
-  with pytest.raises(DataError, match="X has 3 columns but the PCA was fitted with 4 features"):
+  with pytest.raises(DataError, match=r"X has 3 features but the PCA was fitted with 4\."):
     pca.transform(params, X[:, :3])
   with pytest.raises(DataError, match="Z has 4 columns but the PCA was fitted with 2 components"):
     pca.inverse_transform(params, X)

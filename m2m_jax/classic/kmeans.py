@@ -160,13 +160,11 @@ _fit_jit = jax.jit(_fit, static_argnames=("n_clusters", "n_init", "init_kind"))
 
 def _check_hyper(n_clusters: int, n_init: int, max_iter: int, tol: float, n_samples: int) -> None:
   for name, value in (("n_init", n_init), ("max_iter", max_iter)):
-    if int(value) != value or value < 1:
+    if validation.as_integer(value) is None or value < 1:
       raise ConfigError(f"{name}={value} must be a positive integer.")
   if not tol >= 0:
     raise ConfigError(f"tol={tol} must be >= 0.")
-  if int(n_clusters) != n_clusters:
-    raise ConfigError(f"n_clusters={n_clusters} must be an integer.")
-  validation.check_at_most("n_clusters", int(n_clusters), n_samples,
+  validation.check_at_most("n_clusters", n_clusters, n_samples,
                            "at most the number of samples in X")
 
 
@@ -208,14 +206,9 @@ def fit_predict(X, y=None, **hyper) -> jax.Array:
   return fit(X, y, **hyper).labels_
 
 
-def _check_features(params: KMeansParams, X: jax.Array) -> jax.Array:
-  """X as (n, d) with the fitted d (shapes are static, so this also runs under jit)."""
-  X = jnp.asarray(X, jnp.float32)
-  d = params.cluster_centers_.shape[-1]
-  if X.ndim != 2 or X.shape[1] != d:
-    raise DataError(f"X must be (n_samples, {d}) like the data the centres were fitted on, "
-                    f"got shape {X.shape}.")
-  return X
+def _check_features(params: KMeansParams, X) -> jax.Array:
+  """X as float32 (n, d) with the fitted d (:func:`validation.check_query`)."""
+  return validation.check_query(X, params.cluster_centers_.shape[-1], "the k-means model")
 
 
 def transform(params: KMeansParams, X: jax.Array) -> jax.Array:
@@ -231,4 +224,4 @@ def predict(params: KMeansParams, X: jax.Array) -> jax.Array:
 def score(params: KMeansParams, X: jax.Array) -> jax.Array:
   """-J on X: minus the sum of squared distances of each row to its nearest centre."""
   X = _check_features(params, X)
-  return -inertia(X, params.cluster_centers_, predict(params, X))
+  return -inertia(X, params.cluster_centers_, _assign(X, params.cluster_centers_)[0])

@@ -97,23 +97,25 @@ def fit(X, y, *, n_neighbors: int = 5, weights: str = "uniform", metric: str = "
   if not p > 0:
     raise ConfigError(f"p={p} must be > 0 (1 manhattan, 2 euclidean, inf chebyshev).")
   for name, size in (("block_size", block_size), ("train_block_size", train_block_size)):
-    if int(size) != size or size < 1:
+    if validation.as_integer(size) is None or size < 1:
       raise ConfigError(f"{name}={size} must be a positive integer.")
   classes, y = _encode_labels(y) if task == "classification" else (None, y)
-  X, y = validation.check_X_y(X, y, classification=task == "classification")
-  validation.check_at_most("n_neighbors", n_neighbors, X.shape[0], "the number of training samples")
-  return KNN(X, y, classes, int(n_neighbors), weights, metric, float(p), task, int(block_size),
+  X, y = validation.check_X_y(X, y, classification=task == "classification", classes=classes)
+  n_neighbors = validation.check_at_most("n_neighbors", n_neighbors, X.shape[0],
+                                         "the number of training samples")
+  return KNN(X, y, classes, n_neighbors, weights, metric, float(p), task, int(block_size),
              int(train_block_size))
 
 
 def kneighbors(params: KNN, X, n_neighbors: int | None = None) -> tuple[jnp.ndarray, jnp.ndarray]:
   """X (m, d) -> (distances (m, k) float32 ascending, indices (m, k) int32 into ``X_``)."""
   k = params.n_neighbors if n_neighbors is None else n_neighbors
-  validation.check_at_most("n_neighbors", k, params.X_.shape[0], "the number of training samples")
+  k = validation.check_at_most("n_neighbors", k, params.X_.shape[0],
+                               "the number of training samples")
+  X = validation.check_query(X, params.X_.shape[1], "the k-NN model")
   kind = _kind(params.metric, params.p)
   p = params.p if kind == "minkowski" else None  # one compiled search per named metric
-  return _kneighbors(params.X_, _check_query(params, X), k, kind, p, params.block_size,
-                     params.train_block_size)
+  return _kneighbors(params.X_, X, k, kind, p, params.block_size, params.train_block_size)
 
 
 def predict_proba(params: KNN, X) -> jnp.ndarray:
@@ -138,9 +140,9 @@ def predict(params: KNN, X) -> jnp.ndarray:
 
 def score(params: KNN, X, y) -> jnp.ndarray:
   """Accuracy mean[predict(x) = y] (classification) or R^2 = 1 - SS_res / SS_tot (regression)."""
-  prediction, y = predict(params, X), jnp.asarray(y)
-  if y.shape != prediction.shape:
-    raise DataError(f"X has {prediction.shape[0]} samples but y has shape {y.shape}.")
+  prediction = predict(params, X)
+  validation.check_targets(y, prediction.shape[0])
+  y = jnp.asarray(y)
   if params.task == "classification":
     return jnp.mean(prediction == y)
   return 1 - jnp.sum((y - prediction) ** 2) / jnp.sum((y - jnp.mean(y)) ** 2)
@@ -154,20 +156,9 @@ def _encode_labels(y) -> tuple[jnp.ndarray | None, np.ndarray]:
   if y.dtype.kind not in "biuf":
     raise DataError(f"y must hold numeric labels, got dtype {y.dtype}; map them with "
                     "validation.encode_labels(y) and fit on the indices.")
-  if not np.all(np.isfinite(y)):
-    raise DataError("y holds NaN or inf values.")
+  validation.check_labels(y)
   classes, indices = validation.encode_labels(y)
   return jnp.asarray(classes), indices
-
-
-def _check_query(params: KNN, X) -> jnp.ndarray:
-  """Queries as float32 (m, d); full checks on concrete input, shape checks under jit/vmap."""
-  if not isinstance(X, jax.core.Tracer):
-    X = validation.check_X(X)
-  d = params.X_.shape[1]
-  if X.ndim != 2 or X.shape[1] != d:
-    raise DataError(f"X must have shape (n_samples, {d}) like the training set, got {X.shape}.")
-  return jnp.asarray(X, jnp.float32)
 
 
 def _kind(metric: str, p: float) -> str:

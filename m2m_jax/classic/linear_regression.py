@@ -61,7 +61,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from m2m_jax.classic.validation import check_at_most, check_X_y
+from m2m_jax.classic.validation import check_at_most, check_query, check_targets, check_X_y
 from m2m_jax.errors import ConfigError, DataError, TrainingDiverged, choose
 
 SOLVERS = ("auto", "lstsq", "cholesky", "cd", "gd")
@@ -147,14 +147,15 @@ def solve(X, y, alpha=0.0, l1_ratio=0.0, max_iter=1000, tol=1e-4, key=None, *, s
 
 def predict(params: LinearRegressionParams, X: jnp.ndarray) -> jnp.ndarray:
   """X (n, d) -> X w + b (n,). Jittable; vmaps over stacked params."""
-  X = jnp.asarray(X)
-  _check_width(params, X)
+  X = check_query(X, params.coef_.shape[-1], "the linear regression")
   return X @ params.coef_ + params.intercept_
 
 
 def score(params: LinearRegressionParams, X: jnp.ndarray, y: jnp.ndarray) -> jnp.ndarray:
   """R^2 = 1 - sum (y - y_hat)^2 / sum (y - mean y)^2 (scikit-learn's: 1 or 0 for constant y)."""
-  ss_res = jnp.sum((y - predict(params, X)) ** 2)
+  prediction = predict(params, X)
+  check_targets(y, prediction.shape[0])
+  ss_res = jnp.sum((y - prediction) ** 2)
   ss_tot = jnp.sum((y - jnp.mean(y)) ** 2)
   constant = jnp.where(ss_res == 0, 1.0, 0.0)
   return jnp.where(ss_tot > 0, 1 - ss_res / jnp.where(ss_tot > 0, ss_tot, 1.0), constant)
@@ -163,9 +164,12 @@ def score(params: LinearRegressionParams, X: jnp.ndarray, y: jnp.ndarray) -> jnp
 def objective(params: LinearRegressionParams, X: jnp.ndarray, y: jnp.ndarray) -> jnp.ndarray:
   """scikit-learn's objective at params (Ridge's for l1_ratio == 0, ElasticNet's otherwise)."""
   w, alpha, rho = params.coef_, params.alpha, params.l1_ratio
-  sse = jnp.sum((y - predict(params, X)) ** 2)
+  prediction = predict(params, X)
+  n = prediction.shape[0]
+  check_targets(y, n)
+  sse = jnp.sum((y - prediction) ** 2)
   ridge = sse + alpha * w @ w
-  enet = sse / (2 * X.shape[0]) + alpha * rho * jnp.sum(jnp.abs(w)) + alpha * (1 - rho) / 2 * w @ w
+  enet = sse / (2 * n) + alpha * rho * jnp.sum(jnp.abs(w)) + alpha * (1 - rho) / 2 * w @ w
   return jnp.where(rho == 0, ridge, enet)
 
 
@@ -349,11 +353,3 @@ def _check_finite(coef, solver: str) -> None:
                            "learning_rate, or leave it None to pick a stable step.")
   raise DataError(f"solver={solver!r} failed: X^T X (+ ridge) is singular or too ill-conditioned "
                   "for float32; use solver='lstsq' or a larger alpha.")
-
-
-def _check_width(params: LinearRegressionParams, X) -> None:
-  """Refuses X whose feature count differs from the fitted coefficients' (static shapes)."""
-  d = params.coef_.shape[-1]
-  if X.ndim != 2 or X.shape[1] != d:
-    raise DataError(f"X must have shape (n_samples, {d}) like the training set, got {X.shape}.")
-

@@ -133,7 +133,7 @@ def check_hyper(C: float, penalty: Optional[str], solver: str, max_iter: int, to
   choose("solver", solver, ["lbfgs", "gd"])
   if not C > 0:
     raise ConfigError(f"C={C} must be > 0 (np.inf or penalty=None: no penalty).")
-  if int(max_iter) != max_iter or max_iter < 1:
+  if validation.as_integer(max_iter) is None or max_iter < 1:
     raise ConfigError(f"max_iter={max_iter} must be a positive integer.")
   if not tol > 0:
     raise ConfigError(f"tol={tol} must be > 0.")
@@ -152,8 +152,10 @@ def fit(X, y, *, C: float = 1.0, penalty: Optional[str] = "l2", solver: str = "l
   learn b (else b = 0). Returns coef_ (K', d), intercept_ (K',), with K' = 1 for two classes.
   """
   check_hyper(C, penalty, solver, max_iter, tol, learning_rate)
+  validation.check_labels(y)
   classes, indices = validation.encode_labels(y)
-  X, y = validation.check_X_y(X, indices.reshape(np.shape(y)), classification=True)
+  X, y = validation.check_X_y(X, indices.reshape(np.shape(y)), classification=True,
+                              classes=classes)
   l2 = 0.0 if penalty is None else 1.0 / C
   coef, intercept, steps = _solve_jit(
       X, y, jnp.float32(l2), jnp.float32(tol), jnp.float32(learning_rate or 0.0),
@@ -164,18 +166,18 @@ def fit(X, y, *, C: float = 1.0, penalty: Optional[str] = "l2", solver: str = "l
 
 def decision_function(params: LogisticRegressionParams, X: jax.Array) -> jax.Array:
   """Logits X W^T + b: (n,) for two classes (the class-1 logit z), else (n, K)."""
-  z = X @ params.coef_.T + params.intercept_
+  z = _check_query(params, X) @ params.coef_.T + params.intercept_
   return z[:, 0] if z.shape[1] == 1 else z
 
 
 def predict_proba(params: LogisticRegressionParams, X: jax.Array) -> jax.Array:
   """softmax(z_i) for each row, (n, K) in the order of classes_; finite for any finite X."""
-  return jax.nn.softmax(_logits(params.coef_, params.intercept_, X), axis=1)
+  return jax.nn.softmax(_logits(params.coef_, params.intercept_, _check_query(params, X)), axis=1)
 
 
 def predict(params: LogisticRegressionParams, X: jax.Array) -> jax.Array:
   """classes_[argmax_k z_ik], (n,); jittable for numeric labels (others return numpy)."""
-  k = jnp.argmax(_logits(params.coef_, params.intercept_, X), axis=1)
+  k = jnp.argmax(_logits(params.coef_, params.intercept_, _check_query(params, X)), axis=1)
   classes = np.asarray(params.classes_)
   if classes.dtype.kind in "biuf":
     return jnp.asarray(classes)[k]
@@ -184,4 +186,11 @@ def predict(params: LogisticRegressionParams, X: jax.Array) -> jax.Array:
 
 def score(params: LogisticRegressionParams, X: jax.Array, y) -> jax.Array:
   """Accuracy: the fraction of rows whose predicted label equals y (n,)."""
-  return jnp.mean(predict(params, X) == y)
+  prediction = predict(params, X)
+  validation.check_targets(y, prediction.shape[0])
+  return jnp.mean(prediction == y)
+
+
+def _check_query(params: LogisticRegressionParams, X) -> jax.Array:
+  """X as float32 (n, d) with the fitted d (:func:`validation.check_query`)."""
+  return validation.check_query(X, params.coef_.shape[-1], "the logistic regression")

@@ -201,10 +201,18 @@ def _check_width(name: str, X: jnp.ndarray, width: int, what: str) -> None:
     raise DataError(f"{name} has {X.shape[-1]} columns but the PCA was fitted with {width} {what}.")
 
 
+def transform(params: PCAParams, X) -> jnp.ndarray:
+  """X (n, d) or one row (d,) -> Z = (X - mean_) components_^T, (n, k); whitened: Z / sqrt(var).
+
+  Checks X (:func:`validation.check_query`: values too when concrete, the shape under
+  jit/vmap), then runs the jitted projection.
+  """
+  X = validation.check_query(X, params.mean_.shape[-1], "the PCA", allow_row=True)
+  return _transform(params, X)
+
+
 @jax.jit
-def transform(params: PCAParams, X: jnp.ndarray) -> jnp.ndarray:
-  """X (n, d) or one row (d,) -> Z = (X - mean_) components_^T, (n, k); whitened: Z / sqrt(var)."""
-  _check_width("X", X, params.mean_.shape[0], "features")
+def _transform(params: PCAParams, X: jnp.ndarray) -> jnp.ndarray:
   z = jnp.matmul(X - params.mean_, params.components_.T, precision=_HI)
   if params.whiten:
     z = z / jnp.maximum(jnp.sqrt(params.explained_variance_), jnp.finfo(z.dtype).eps)
@@ -223,4 +231,4 @@ def inverse_transform(params: PCAParams, Z: jnp.ndarray) -> jnp.ndarray:
 def fit_transform(X, y=None, **hyper) -> tuple[PCAParams, jnp.ndarray]:
   """``fit`` then ``transform`` of the same X: returns (params, Z (n, k))."""
   params = fit(X, y, **hyper)
-  return params, transform(params, validation.check_X(X))
+  return params, transform(params, X)
