@@ -13,7 +13,7 @@ from sklearn.datasets import load_diabetes, make_regression
 from sklearn.linear_model import ElasticNet, LinearRegression, Ridge
 
 from m2m_jax.classic import linear_regression as lr
-from m2m_jax.errors import ConfigError, DataError, TrainingDiverged
+from m2m_jax.errors import ConfigError, DataError
 
 DIABETES = load_diabetes(return_X_y=True)
 REGRESSION = make_regression(n_samples=600, n_features=20, n_informative=12, noise=5.0,
@@ -225,10 +225,18 @@ def test_batch_size_above_n_samples_is_refused():
     lr.fit(X, y, batch_size=500)
 
 
-def test_divergence_is_reported():
-  X, y = DIABETES
-  with pytest.raises(TrainingDiverged, match="gradient descent diverged"):
-    lr.fit(X, y, learning_rate=1e6)
+@pytest.mark.parametrize("batch_size", [None, 50])
+def test_a_step_beyond_the_stability_limit_is_refused(batch_size):
+  # Above 2/L the iterates grow; the best epoch (possibly w = 0) must not pass for the optimum.
+  X = np.random.default_rng(0).standard_normal((500, 10)).astype(np.float32)
+  y = X @ np.linspace(-2, 2, 10) + 0.1
+  L = np.linalg.eigvalsh(np.cov(X.T, bias=True)).max()
+  for factor in (2.1, 3.0, 1e6):
+    with pytest.raises(ConfigError, match=r"learning_rate=.* is at or above 2/L = .*diverges"):
+      lr.fit(X, y, learning_rate=factor / L, batch_size=batch_size, tol=0.0, max_iter=300)
+  if batch_size is None:  # just below the limit, batch GD still converges
+    fit = lr.fit(X, y, learning_rate=1.9 / L, tol=0.0, max_iter=300)
+    np.testing.assert_allclose(fit.coef_, lr.fit(X, y).coef_, atol=1e-4)
 
 
 def test_predict_refuses_wrong_width():

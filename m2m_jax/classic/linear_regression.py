@@ -99,6 +99,8 @@ def fit(X, y, *, alpha: float = 0.0, l1_ratio: float = 0.0, solver: str = "auto"
   X, y, solver = check(X, y, alpha=alpha, l1_ratio=l1_ratio, solver=solver,
                        learning_rate=learning_rate, max_iter=max_iter, tol=tol,
                        batch_size=batch_size)
+  if solver == "gd" and learning_rate is not None:
+    _check_stable(X, alpha, l1_ratio, fit_intercept, learning_rate, batch_size)
   params = solve(X, y, float(alpha), float(l1_ratio), int(max_iter), float(tol), key, solver=solver,
                  fit_intercept=fit_intercept, learning_rate=learning_rate, batch_size=batch_size)
   _check_finite(params.coef_, solver)
@@ -295,6 +297,25 @@ def _step_size(Xc, l2, batch_size: int):
   b = batch_size
   L_b = n * (b - 1) / (b * (n - 1)) * L + (n - b) / (b * (n - 1)) * L_max
   return 1 / (2 * L_b)
+
+
+def _check_stable(X, alpha, l1_ratio, fit_intercept: bool, learning_rate: float,
+                  batch_size: int | None) -> None:
+  """Refuses a gd step at or above 2 / L (2 / L_b for mini-batches; module docstring).
+
+  On the quadratic part of F, a step w <- w - lr grad multiplies the error along the top
+  eigenvector of the Hessian by |1 - lr L|, which exceeds 1 there: the iterates grow instead of
+  converging, and the best epoch would be returned as if it were the optimum.
+  """
+  n = X.shape[0]
+  b = batch_size or n
+  Xc = _centre(X, jnp.zeros(n, X.dtype), fit_intercept)[0]
+  default = float(_step_size(Xc, _penalties(alpha, l1_ratio, n)[1], b))
+  limit = (2 if b == n else 4) * default  # 2 / L from 1 / L, 2 / L_b from 1 / (2 L_b)
+  if learning_rate >= limit:
+    raise ConfigError(f"learning_rate={learning_rate} is at or above 2/L = {limit:.4g} for this "
+                      "data, where gradient descent diverges; use a smaller step "
+                      f"(learning_rate=None picks {default:.4g}).")
 
 
 def _gradient_descent(Xc, yc, l1, l2, lr, tol, max_iter, key, batch_size: int):
