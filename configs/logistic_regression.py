@@ -22,8 +22,7 @@ def default():
   c.dataset = "breast_cancer"
   # model: classic.logistic_regression.fit's hyperparameters
   c.model.C = 1.0
-  c.model.penalty = config_dict.placeholder(str)
-  c.model.penalty = "l2"
+  c.model.penalty = "l2"                                  # or None
   c.model.solver = "lbfgs"
   c.model.max_iter = 1000
   c.model.tol = 1e-4

@@ -92,8 +92,12 @@ def confusion_matrix(labels: np.ndarray, preds: np.ndarray, num_classes: int) ->
   return m
 
 
-def plot_confusion(matrix: np.ndarray, path: str, title: str = "") -> None:
-  """The confusion matrix as a heat map with counts."""
+def plot_confusion(labels: np.ndarray, preds: np.ndarray, num_classes: int, path: str,
+                   name: str) -> None:
+  """The confusion matrix of (N,) true and predicted classes as a heat map with counts, titled
+  ``'<name>: test accuracy <acc>'``."""
+  matrix = confusion_matrix(labels, preds, num_classes)
+  title = f"{name}: test accuracy {np.trace(matrix) / matrix.sum():.2%}"
   n = len(matrix)
   fig, ax = figure(figsize=(0.45 * n + 2.5, 0.45 * n + 2))
   ax.imshow(matrix, cmap="Blues")

@@ -7,6 +7,8 @@ import sys
 import pytest
 
 os.environ.setdefault("M2M_NO_PROGRESS", "1")
+# The configs whose algorithm fits the whole training set in one loop step.
+ONE_STEP = ("linear_regression", "logistic_regression", "knn", "pca")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

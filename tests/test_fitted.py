@@ -10,10 +10,10 @@ import pytest
 from sklearn import decomposition, linear_model, neighbors
 from sklearn.metrics import log_loss
 
+from conftest import ONE_STEP, cli
 from m2m_jax import configlib, data, train
 from m2m_jax.errors import ConfigError, DataError
 
-ONE_STEP = ("linear_regression", "logistic_regression", "knn", "pca")
 PRESETS = [(name, preset) for name in ONE_STEP
            for preset, make in configlib.config_module(name).PRESETS.items()
            if not make().dataset.startswith("tfds:")]
@@ -81,7 +81,6 @@ def test_outputs_figures_and_resume(tmp_path):
 
 
 def test_eight_devices_match_one(tmp_path):
-  from conftest import cli
   result = cli("--config=configs/linear_regression.py:ridge", f"--workdir={tmp_path}", devices=8)
   assert result.returncode == 0, result.stderr
   summary = json.loads((tmp_path / "summary.json").read_text())

@@ -2,10 +2,10 @@
 
 import pytest
 
+from conftest import ONE_STEP
 from m2m_jax import configlib, train
 
 # The one-step estimators' presets each run in full in test_fitted.py, against scikit-learn.
-ONE_STEP = ("linear_regression", "logistic_regression", "knn", "pca")
 OFFLINE = [(name, preset) for name in configlib.config_names() if name not in ONE_STEP
            for preset, make in configlib.config_module(name).PRESETS.items()
            if not make().dataset.startswith("tfds:")]

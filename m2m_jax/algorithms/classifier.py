@@ -94,10 +94,8 @@ def eval_step(state: State, batch: dict) -> dict:
 
 def figures(state: State, outputs: dict, dataset, outdir: str) -> None:
   """The confusion matrix and (for images) the first 32 misclassified test examples."""
-  matrix = report.confusion_matrix(outputs["label"], outputs["pred"], dataset.num_classes)
-  acc = float(np.trace(matrix) / matrix.sum())
-  report.plot_confusion(matrix, os.path.join(outdir, "confusion.png"),
-                        f"{dataset.name}: test accuracy {acc:.2%}")
+  report.plot_confusion(outputs["label"], outputs["pred"], dataset.num_classes,
+                        os.path.join(outdir, "confusion.png"), dataset.name)
   wrong = np.flatnonzero(outputs["pred"] != outputs["label"])[:32]
   x = dataset.test[wrong]["x"] if len(wrong) else None
   if x is not None and x.ndim == 4:

@@ -63,10 +63,8 @@ def figures(state: fitted.Fitted, outputs: dict, dataset, outdir: str) -> None:
     report.plot_regression(outputs["target"], outputs["prediction"],
                            os.path.join(outdir, "fit.png"), f"{name}: test R^2 {r2:.3f}")
     return
-  pred = outputs["prob"].argmax(1)
-  matrix = report.confusion_matrix(outputs["label"], pred, len(params.classes_))
-  report.plot_confusion(matrix, os.path.join(outdir, "confusion.png"),
-                        f"{name} on {dataset.name}: test accuracy {np.trace(matrix) / matrix.sum():.2%}")
+  report.plot_confusion(outputs["label"], outputs["prob"].argmax(1), len(params.classes_),
+                        os.path.join(outdir, "confusion.png"), f"{name} on {dataset.name}")
   if params.X_.shape[0] <= 20_000:  # the grid is 150^2 queries against every stored point
     report.plot_decision_regions(jax.jit(lambda q: knn.predict(params, q)),
                                  np.asarray(params.X_), np.asarray(params.y_),

@@ -51,11 +51,9 @@ def train_step(state: fitted.Fitted, batch: dict, rng: jax.Array) -> tuple[fitte
   del rng
   x, y, kw = fitted.flat(batch["x"]), batch["y"], state.kwargs
   params = _params(state, *logreg.solve(x, y, **kw))
-  prob = logreg.predict_proba(params, x)
-  nll = -jnp.mean(jnp.log(jnp.take_along_axis(prob, y[:, None], 1)))
-  penalty = 0.5 * kw["l2"] * jnp.sum(params.coef_**2) / x.shape[0]
+  loss = logreg.objective((params.coef_, params.intercept_), x, y, kw["l2"], kw["fit_intercept"])
   return state.replace(params=params), {
-      "loss": nll + penalty, "accuracy": jnp.mean(jnp.argmax(prob, 1) == y),
+      "loss": loss, "accuracy": jnp.mean(logreg.predict(params, x) == y),
       "solver_steps": params.n_iter_.astype(jnp.float32)}
 
 
@@ -67,11 +65,8 @@ def eval_step(state: fitted.Fitted, batch: dict) -> dict:
 def figures(state: fitted.Fitted, outputs: dict, dataset, outdir: str) -> None:
   """Confusion matrix of the test split, and the decision regions on the plane of the
   training data's two leading principal axes."""
-  pred = outputs["prob"].argmax(1)
-  matrix = report.confusion_matrix(outputs["label"], pred, state.kwargs["n_classes"])
-  acc = float(np.trace(matrix) / matrix.sum())
-  report.plot_confusion(matrix, os.path.join(outdir, "confusion.png"),
-                        f"{dataset.name}: test accuracy {acc:.2%}")
+  report.plot_confusion(outputs["label"], outputs["prob"].argmax(1), state.kwargs["n_classes"],
+                        os.path.join(outdir, "confusion.png"), dataset.name)
   test = dataset.test[np.arange(len(dataset.test))]
   predict = jax.jit(lambda x: logreg.predict(state.params, x))
   report.plot_decision_regions(predict, test["x"], test["y"],

@@ -44,8 +44,9 @@ def _logits(coef: jax.Array, intercept: jax.Array, X: jax.Array) -> jax.Array:
   return jnp.concatenate([jnp.zeros_like(z), z], axis=1) if coef.shape[0] == 1 else z
 
 
-def _objective(theta, X: jax.Array, y: jax.Array, l2: jax.Array, fit_intercept: bool):
-  """f(W, b) above, with l2 = 1 / C (0 for no penalty); theta = (W (K', d), b (K',))."""
+def objective(theta, X: jax.Array, y: jax.Array, l2: jax.Array, fit_intercept: bool):
+  """f(W, b) above on X (n, d) and class indices y (n,), with l2 = 1 / C (0 for no penalty);
+  theta = (W (K', d), b (K',)); b counts as 0 when not ``fit_intercept``."""
   coef, intercept = theta
   intercept = intercept if fit_intercept else jnp.zeros_like(intercept)
   log_p = jax.nn.log_softmax(_logits(coef, intercept, X))
@@ -113,7 +114,7 @@ def solve(X, y, l2, tol, learning_rate, max_iter, *, n_classes: int, solver: str
   learning_rate <= 0 (gd only) means 1 / L from :func:`_smoothness`."""
   width = 1 if n_classes == 2 else n_classes
   theta = (jnp.zeros((width, X.shape[1]), X.dtype), jnp.zeros((width,), X.dtype))
-  f = lambda t: _objective(t, X, y, l2, fit_intercept)
+  f = lambda t: objective(t, X, y, l2, fit_intercept)
   if solver == "lbfgs":
     (coef, intercept), steps = _lbfgs(f, theta, max_iter, tol)
   else:
