@@ -66,10 +66,13 @@ _QUANTILE_SAMPLE = 200_000  # rows that quantile thresholds are computed from
 @flax.struct.dataclass
 class Bins:
   """Per-feature split thresholds. edges: (d, B - 1) float32 ascending, padded with +inf;
-  n_bins: (d,) int32 bins actually used by each feature (1 for a constant one)."""
+  n_bins: (d,) int32 bins actually used by each feature (1 for a constant one); values:
+  (d, B) float32 the one value in each bin of a feature binned exactly (at most ``max_bins``
+  distinct values), NaN for a feature binned by quantiles."""
 
   edges: jax.Array
   n_bins: jax.Array
+  values: jax.Array
 
   @property
   def max_bins(self) -> int:
@@ -85,21 +88,32 @@ def bin_features(X, max_bins: int = 256) -> Bins:
   if len(X) > _QUANTILE_SAMPLE:
     X = X[np.random.default_rng(0).choice(len(X), _QUANTILE_SAMPLE, replace=False)]
   columns = [_thresholds(X[:, j], index) for j in range(X.shape[1])]
-  width = max(1, max(len(c) for c in columns))
+  # Bins padded to a power of two: fits on similar data share one compiled program.
+  width = max(min(1 << max(len(c) for c, _ in columns).bit_length(), index) - 1, 1)
   edges = np.full((X.shape[1], width), np.inf, np.float32)
-  for j, c in enumerate(columns):
+  values = np.full((X.shape[1], width + 1), np.nan, np.float32)
+  for j, (c, v) in enumerate(columns):
     edges[j, :len(c)] = c
-  return Bins(jnp.asarray(edges), jnp.asarray([len(c) + 1 for c in columns], jnp.int32))
+    values[j, :len(v)] = v
+  return Bins(jnp.asarray(edges), jnp.asarray([len(c) + 1 for c, _ in columns], jnp.int32),
+              jnp.asarray(values))
 
 
-def _thresholds(column: np.ndarray, max_bins: int) -> np.ndarray:
+def _thresholds(column: np.ndarray, max_bins: int) -> tuple[np.ndarray, np.ndarray]:
+  """(thresholds, the value in each bin, or nothing when binned by quantiles)."""
   distinct = np.unique(column)
   if len(distinct) <= max_bins:
-    low, high = distinct[:-1], distinct[1:]
-    mid = (low / 2 + high / 2).astype(np.float32)
-    return np.where(mid < high, mid, low)  # x <= mid must hold for low and fail for high
+    return np.asarray(midpoint(distinct[:-1], distinct[1:])), distinct
   quantiles = np.percentile(column, np.linspace(0, 100, max_bins + 1)[1:-1], method="midpoint")
-  return np.unique(quantiles.astype(np.float32))
+  return np.unique(quantiles.astype(np.float32)), np.zeros(0, np.float32)
+
+
+def midpoint(low, high):
+  """(low + high) / 2 in float32, or low where that rounds up to high (scikit-learn's rule):
+  x <= midpoint must hold for low and fail for high."""
+  mid = low / 2 + high / 2
+  return np.where(mid < high, mid, low) if isinstance(mid, np.ndarray) else \
+      jnp.where(mid < high, mid, low)
 
 
 def apply_bins(bins: Bins, X: jax.Array) -> jax.Array:
@@ -260,17 +274,16 @@ def grow(Xb: jax.Array, stats: jax.Array, bins: Bins, criterion: Criterion, *, m
     active = node >= 0
     totals = jax.ops.segment_sum(stats, jnp.where(active, node, slots), slots + 1)[:slots]
     if level < max_depth:
-      feature, bin_, gain = _best_splits(Xb, stats, node, slots, totals, bins, criterion,
-                                         min_samples_leaf, max_features,
-                                         None if key is None else jax.random.fold_in(key, level))
+      feature, bin_, threshold, gain = _best_splits(
+          Xb, stats, node, slots, totals, bins, criterion, min_samples_leaf, max_features,
+          None if key is None else jax.random.fold_in(key, level))
       split = (feature >= 0) & criterion.may_split(totals) & (gain >= min_gain)
     else:
       feature = bin_ = jnp.full((slots,), -1, jnp.int32)
-      gain, split = jnp.zeros((slots,)), jnp.zeros((slots,), bool)
+      threshold, gain, split = jnp.zeros((slots,)), jnp.zeros((slots,)), jnp.zeros((slots,), bool)
     rank = jnp.cumsum(split) - 1
     feature = jnp.where(split, feature, -1)
-    threshold = jnp.where(split, bins.edges[jnp.maximum(feature, 0), jnp.maximum(bin_, 0)],
-                          jnp.inf)
+    threshold = jnp.where(split, threshold, jnp.inf)
     levels.append(dict(feature=feature, bin=jnp.where(split, bin_, -1), threshold=threshold,
                        left=jnp.where(split, offsets[level + 1] + 2 * rank, 0),
                        gain=jnp.where(split, gain, 0.0), totals=totals))
@@ -302,9 +315,25 @@ def _best_splits(Xb, stats, node, slots, totals, bins, criterion, min_samples_le
     valid &= _feature_subset(key, valid.any(2), max_features)[:, :, None]
   gain = jnp.where(valid, gain, -jnp.inf).reshape(slots, d * n_bins)
   best = jnp.argmax(gain, 1)
+  feature, bin_ = best // n_bins, best % n_bins
   found = valid.reshape(slots, -1).any(1)
-  return (jnp.where(found, best // n_bins, -1).astype(jnp.int32),
-          (best % n_bins).astype(jnp.int32), jnp.where(found, gain.max(1), 0.0))
+  return (jnp.where(found, feature, -1).astype(jnp.int32), bin_.astype(jnp.int32),
+          _threshold(bins, feature, bin_, left[jnp.arange(slots), feature, :, -1]),
+          jnp.where(found, gain.max(1), 0.0))
+
+
+def _threshold(bins, feature, bin_, counts):
+  """The threshold of splits (K,) after ``bin_`` of ``feature``. For an exactly binned feature
+  it is the midpoint between the node's last value on the left and its first on the right
+  (scikit-learn's exact threshold; empty bins between them change nothing for the training
+  samples), else the bin's edge. counts: (K, B) the nodes' cumulative counts along the feature."""
+  rows = jnp.arange(feature.shape[0])
+  after = (jnp.arange(counts.shape[1]) > bin_[:, None]) & (counts > counts[rows, bin_][:, None])
+  first_right = jnp.argmax(after, 1)
+  values = bins.values[feature]
+  exact = midpoint(values[rows, bin_], values[rows, first_right])
+  return jnp.where(jnp.isnan(exact), bins.edges[feature, jnp.minimum(bin_, bins.edges.shape[1] - 1)],
+                   exact)
 
 
 def _feature_subset(key, usable, max_features):
@@ -409,12 +438,12 @@ def sample_stats(y: jax.Array, w: jax.Array, task: str, n_classes: int = 0) -> j
 @flax.struct.dataclass
 class DecisionTree:
   """A fitted tree. tree: the :class:`Tree` (value (M, C) class shares or (M, 1) means);
-  classes_: (C,) labels behind the class indices (None for regression); offset_: () the
-  training mean added back to regression leaves; n_features_in_: d (static)."""
+  offset_: () the training mean added back to regression leaves; classes_ (static): the C
+  labels behind the class indices, sorted (() for regression); n_features_in_: d (static)."""
 
   tree: Tree
-  classes_: jax.Array | None
   offset_: jax.Array
+  classes_: tuple = flax.struct.field(pytree_node=False, default=())
   n_features_in_: int = flax.struct.field(pytree_node=False, default=1)
   task: str = flax.struct.field(pytree_node=False, default="classification")
   criterion: str = flax.struct.field(pytree_node=False, default="gini")
@@ -427,12 +456,24 @@ def check_task_criterion(task: str, criterion: str | None) -> str:
   return criterion
 
 
-def encode_targets(y, task: str):
-  """(classes or None, y) checked against nothing yet: labels of any kind become indices."""
+def encode_targets(y, task: str) -> tuple[tuple, np.ndarray]:
+  """(classes, y): class labels of any kind (numbers, strings, bools) become indices 0..C-1
+  and ``classes`` the sorted labels as a tuple; regression targets pass through with ()."""
   if task == "classification":
-    validation.check_labels(y)
-    return validation.encode_labels(y)
-  return None, y
+    y = np.asarray(y)
+    if y.ndim == 1 and y.size:
+      validation.check_labels(y)
+      classes, y = validation.encode_labels(y)
+      return tuple(classes.tolist()), y
+  return (), y
+
+
+def class_labels(classes: tuple, index: jax.Array) -> jax.Array | np.ndarray:
+  """Labels of class indices (m,): a jax array for numeric labels (jittable), else NumPy."""
+  labels = np.asarray(classes)
+  if labels.dtype.kind in "biuf":
+    return jnp.asarray(labels)[index]
+  return labels[np.asarray(index)]
 
 
 def fit(X, y, *, task: str = "classification", criterion: str | None = None,
@@ -449,7 +490,8 @@ def fit(X, y, *, task: str = "classification", criterion: str | None = None,
   criterion = check_task_criterion(task, criterion)
   depth = check_depth(max_depth)
   classes, y = encode_targets(y, task)
-  X, y = validation.check_X_y(X, y, classification=task == "classification", classes=classes)
+  X, y = validation.check_X_y(X, y, classification=task == "classification",
+                              classes=classes or None)
   n, d = X.shape
   leaf = check_min_samples_leaf(min_samples_leaf, n)
   if not (np.isfinite(min_impurity_decrease) and min_impurity_decrease >= 0):
@@ -462,23 +504,23 @@ def fit(X, y, *, task: str = "classification", criterion: str | None = None,
   key = jax.random.key(0) if key is None else key
   return _fit(X, y, w, bins, key, task=task, criterion=criterion, max_depth=depth,
               min_samples_leaf=leaf, min_impurity_decrease=float(min_impurity_decrease),
-              max_features=features, classes=None if classes is None else jnp.asarray(classes))
+              max_features=features, classes=classes)
 
 
 @functools.partial(jax.jit, static_argnames=("task", "criterion", "max_depth",
-                                             "min_samples_leaf", "max_features"))
+                                             "min_samples_leaf", "max_features", "classes"))
 def _fit(X, y, w, bins, key, *, task, criterion, max_depth, min_samples_leaf,
          min_impurity_decrease, max_features, classes):
   offset = jnp.zeros(())
   if task == "regression":
     offset = jnp.sum(w * y) / jnp.sum(w)
     y = y - offset
-  stats = sample_stats(y, w, task, 0 if classes is None else classes.shape[0])
+  stats = sample_stats(y, w, task, len(classes))
   rule = CLASSIFICATION[criterion] if task == "classification" else SQUARED_ERROR
   tree = grow(apply_bins(bins, X), stats, bins, rule, max_depth=max_depth,
               min_samples_leaf=min_samples_leaf, min_gain=min_impurity_decrease * jnp.sum(w),
               max_features=max_features, key=key)
-  return DecisionTree(tree, classes, offset, X.shape[1], task, criterion)
+  return DecisionTree(tree, offset, classes, X.shape[1], task, criterion)
 
 
 def _values(params: DecisionTree, X) -> jax.Array:
@@ -494,10 +536,11 @@ def predict_proba(params: DecisionTree, X) -> jax.Array:
 
 
 def predict(params: DecisionTree, X) -> jax.Array:
-  """X (m, d) -> (m,) labels from ``classes_`` (classification) or float32 values (regression)."""
+  """X (m, d) -> (m,) labels from ``classes_`` (classification; jittable for numeric labels,
+  NumPy for others) or float32 values (regression)."""
   values = _values(params, X)
   if params.task == "classification":
-    return params.classes_[jnp.argmax(values, 1)]
+    return class_labels(params.classes_, jnp.argmax(values, 1))
   return values[:, 0] + params.offset_
 
 
@@ -509,9 +552,10 @@ def score(params: DecisionTree, X, y) -> jax.Array:
 def score_predictions(prediction, y, task: str) -> jax.Array:
   """Accuracy or R^2 of predictions (m,) against targets y (m,)."""
   validation.check_targets(y, prediction.shape[0])
-  y = jnp.asarray(y)
   if task == "classification":
-    return jnp.mean(prediction == y)
+    return jnp.mean(jnp.asarray(np.asarray(prediction) == np.asarray(y))
+                    if isinstance(prediction, np.ndarray) else prediction == y)
+  y = jnp.asarray(y)
   return 1 - jnp.sum((y - prediction) ** 2) / jnp.sum((y - jnp.mean(y)) ** 2)
 
 
