@@ -27,6 +27,7 @@ ALGORITHMS = {
     "logistic_regression": "m2m_jax.algorithms.logistic_regression",
     "knn": "m2m_jax.algorithms.knn",
     "pca": "m2m_jax.algorithms.pca",
+    "decision_tree": "m2m_jax.algorithms.decision_tree",
 }
 
 

@@ -487,6 +487,19 @@ def fit(X, y, *, task: str = "classification", criterion: str | None = None,
   as in scikit-learn, with ``key`` drawing the subsets (default key 0). See the module
   docstring for the rules.
   """
+  X, y, w, bins, options = check(X, y, task=task, criterion=criterion, max_depth=max_depth,
+                                 min_samples_leaf=min_samples_leaf,
+                                 min_impurity_decrease=min_impurity_decrease,
+                                 max_features=max_features, max_bins=max_bins,
+                                 sample_weight=sample_weight)
+  return solve(X, y, w, bins, jax.random.key(0) if key is None else key, **options)
+
+
+def check(X, y, *, task: str = "classification", criterion: str | None = None,
+          max_depth: int = 8, min_samples_leaf: int = 1, min_impurity_decrease: float = 0.0,
+          max_features=None, max_bins: int = 256, sample_weight=None):
+  """:func:`fit`'s checks: -> (X (n, d) float32, y (n,) class indices or targets, w (n,),
+  :class:`Bins` of X, the static keyword arguments of :func:`solve`)."""
   criterion = check_task_criterion(task, criterion)
   depth = check_depth(max_depth)
   classes, y = encode_targets(y, task)
@@ -497,20 +510,22 @@ def fit(X, y, *, task: str = "classification", criterion: str | None = None,
   if not (np.isfinite(min_impurity_decrease) and min_impurity_decrease >= 0):
     raise ConfigError(f"min_impurity_decrease={min_impurity_decrease!r} must be >= 0.")
   w = check_sample_weight(sample_weight, n)
-  features = resolve_max_features(max_features, d)
   bins = bin_features(X, max_bins)
   n_stats = (len(classes) if task == "classification" else 3) + 1
   check_growth(n, d, bins.max_bins, n_stats, depth, leaf)
-  key = jax.random.key(0) if key is None else key
-  return _fit(X, y, w, bins, key, task=task, criterion=criterion, max_depth=depth,
-              min_samples_leaf=leaf, min_impurity_decrease=float(min_impurity_decrease),
-              max_features=features, classes=classes)
+  return X, y, w, bins, dict(
+      task=task, criterion=criterion, max_depth=depth, min_samples_leaf=leaf,
+      min_impurity_decrease=float(min_impurity_decrease),
+      max_features=resolve_max_features(max_features, d), classes=classes)
 
 
 @functools.partial(jax.jit, static_argnames=("task", "criterion", "max_depth",
-                                             "min_samples_leaf", "max_features", "classes"))
-def _fit(X, y, w, bins, key, *, task, criterion, max_depth, min_samples_leaf,
-         min_impurity_decrease, max_features, classes):
+                                             "min_samples_leaf", "min_impurity_decrease",
+                                             "max_features", "classes"))
+def solve(X, y, w, bins: Bins, key, *, task, criterion, max_depth, min_samples_leaf,
+          min_impurity_decrease, max_features, classes) -> DecisionTree:
+  """The pure, jitted growth behind :func:`fit`, on checked input (see :func:`check`):
+  X (n, d), y (n,) class indices or targets, w (n,) sample weights."""
   offset = jnp.zeros(())
   if task == "regression":
     offset = jnp.sum(w * y) / jnp.sum(w)

