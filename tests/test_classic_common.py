@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from m2m_jax.classic import kmeans, knn, pca, validation
+from m2m_jax.classic import decision_tree, kmeans, knn, pca, validation
 from m2m_jax.classic import linear_regression as linreg
 from m2m_jax.classic import logistic_regression as logreg
 from m2m_jax.errors import ConfigError, DataError
@@ -87,6 +87,12 @@ CASES = [
         "predict": (kmeans.predict, [(lambda m: (m,), I32)]),
         "transform": (kmeans.transform, [(lambda m: (m, 3), F32)]),
         "score": (kmeans.score, [(lambda m: (), F32)])}),
+    Case("decision_tree-classification", decision_tree, {"max_depth": 3}, "binary",
+         "the decision tree", {
+             "predict": (decision_tree.predict, [(lambda m: (m,), I32)]),
+             "predict_proba": (decision_tree.predict_proba, [(lambda m: (m, 2), F32)])}),
+    _regressor("decision_tree-regression", decision_tree, {"max_depth": 3, "task": "regression"},
+               "the decision tree"),
     Case("pca", pca, {"n_components": 2}, None, "the PCA", {
         "transform": (pca.transform, [(lambda m: (m, 2), F32)])}),
 ]
