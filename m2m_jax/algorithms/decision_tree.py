@@ -31,16 +31,22 @@ def train_step(state: trees.State, batch: dict, rng: jax.Array) -> tuple[trees.S
   """Grows the tree; metric: the training accuracy or R^2."""
   x, _, y = trees.batch_arrays(state, batch)
   model = dt.solve(x, y, jax.numpy.ones(x.shape[0]), state.bins, rng, **state.kwargs)
-  metrics = trees.training_metrics(model, x, y, dt.predict, dt.predict_proba)
+  metrics = trees.training_metrics(x, y, *_predictors(model))
   return state.replace(model=model, rounds=state.rounds + 1), metrics
 
 
+def _predictors(model: dt.DecisionTree):
+  """(predict, predict_proba or None) of X alone."""
+  proba = None if model.task == "regression" else (lambda x: dt.predict_proba(model, x))
+  return (lambda x: dt.predict(model, x)), proba
+
+
 def eval_step(state: trees.State, batch: dict) -> dict:
-  return trees.eval_outputs(state.model, batch, dt.predict, dt.predict_proba)
+  return trees.eval_outputs(batch, *_predictors(state.model))
 
 
 def figures(state: trees.State, outputs: dict, dataset, outdir: str) -> None:
   model = state.model
   name = f"decision tree (depth {model.tree.depth}, {model.criterion})"
-  trees.figures(model, outputs, dataset, outdir, name, dt.predict,
+  trees.figures(outputs, dataset, outdir, name, _predictors(model)[0],
                 dt.feature_importances(model))

@@ -75,12 +75,13 @@ def batch_arrays(state: State, batch: dict) -> tuple[jax.Array, jax.Array, jax.A
   return x, dt.apply_bins(state.bins, x), batch["y"]
 
 
-def eval_outputs(model, batch: dict, predict: Callable, predict_proba: Callable | None) -> dict:
-  """Per example: ``prob`` (B, C) and ``label``, or ``prediction`` and ``target`` (B,)."""
+def eval_outputs(batch: dict, predict: Callable, predict_proba: Callable | None) -> dict:
+  """Per example: ``prob`` (B, C) and ``label`` when the model classifies (``predict_proba``
+  given), else ``prediction`` and ``target`` (B,). Both functions map X (B, d) to arrays."""
   x = fitted.flat(batch["x"])
-  if predict_proba is not None and model.task == "classification":
-    return {"prob": predict_proba(model, x), "label": batch["y"]}
-  return {"prediction": predict(model, x), "target": batch["y"]}
+  if predict_proba is not None:
+    return {"prob": predict_proba(x), "label": batch["y"]}
+  return {"prediction": predict(x), "target": batch["y"]}
 
 
 def summarize(outputs: dict) -> dict:
@@ -89,26 +90,27 @@ def summarize(outputs: dict) -> dict:
   return fitted.regression_metrics(outputs)
 
 
-def training_metrics(model, x: jax.Array, y: jax.Array, predict: Callable,
+def training_metrics(x: jax.Array, y: jax.Array, predict: Callable,
                      predict_proba: Callable | None) -> dict:
-  """Accuracy (classification) or R^2 (regression) on the training batch so far."""
-  if model.task == "classification":
-    return {"train_accuracy": jnp.mean(jnp.argmax(predict_proba(model, x), 1) == y)}
-  prediction = predict(model, x)
+  """Accuracy (``predict_proba`` given) or R^2 of the model so far on the training batch."""
+  if predict_proba is not None:
+    return {"train_accuracy": jnp.mean(jnp.argmax(predict_proba(x), 1) == y)}
+  prediction = predict(x)
   return {"train_r2": 1 - jnp.sum((y - prediction) ** 2) / jnp.sum((y - jnp.mean(y)) ** 2)}
 
 
-def figures(model, outputs: dict, dataset, outdir: str, name: str, predict: Callable,
+def figures(outputs: dict, dataset, outdir: str, name: str, predict: Callable,
             importances: jax.Array, staged: tuple[str, np.ndarray] | None = None) -> None:
   """Confusion matrix and decision regions (the plane of the training set's two leading
   principal axes when it has more than two features), or predicted against true; the feature
-  importances; and, for ensembles, the staged test score ``staged = (label, (T,) scores)``."""
+  importances; and, for ensembles, the staged test score ``staged = (label, (T,) scores)``.
+  ``predict`` maps X (m, d) to class indices or values."""
   if "prob" in outputs:
     report.plot_confusion(outputs["label"], outputs["prob"].argmax(1), outputs["prob"].shape[1],
                           os.path.join(outdir, "confusion.png"), f"{name} on {dataset.name}")
     train = dataset.train[np.arange(len(dataset.train))]
     report.plot_decision_regions(
-        jax.jit(lambda q: jnp.asarray(predict(model, q))), fitted.flat(train["x"]), train["y"],
+        jax.jit(predict), fitted.flat(train["x"]), train["y"],
         os.path.join(outdir, "decision_regions.png"),
         f"{name} on {dataset.name} (training points)")
   else:
@@ -121,8 +123,8 @@ def figures(model, outputs: dict, dataset, outdir: str, name: str, predict: Call
     label, scores = staged
     fig, ax = report.figure(figsize=(5, 3.5))
     ax.plot(np.arange(1, len(scores) + 1), scores)
-    ax.set(xlabel="trees" if "tree" in label else "rounds", ylabel=label,
-           title=f"{name}: {label} on the test split")
+    ax.set(xlabel="trees" if "tree" in label else "rounds", ylabel=f"{label} (test split)")
+    ax.set_title(name, fontsize=9)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(os.path.join(outdir, "staged.png"), dpi=110)
