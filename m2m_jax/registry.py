@@ -29,6 +29,7 @@ ALGORITHMS = {
     "pca": "m2m_jax.algorithms.pca",
     "decision_tree": "m2m_jax.algorithms.decision_tree",
     "adaboost": "m2m_jax.algorithms.adaboost",
+    "gradient_boosting": "m2m_jax.algorithms.gradient_boosting",
 }
 
 

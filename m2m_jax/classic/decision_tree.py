@@ -104,7 +104,8 @@ def _thresholds(column: np.ndarray, max_bins: int) -> tuple[np.ndarray, np.ndarr
   distinct = np.unique(column)
   if len(distinct) <= max_bins:
     return np.asarray(midpoint(distinct[:-1], distinct[1:])), distinct
-  quantiles = np.percentile(column, np.linspace(0, 100, max_bins + 1)[1:-1], method="midpoint")
+  quantiles = np.percentile(column, np.linspace(0, 100, max_bins + 1)[1:-1],
+                            method="averaged_inverted_cdf")
   return np.unique(quantiles.astype(np.float32)), np.zeros(0, np.float32)
 
 

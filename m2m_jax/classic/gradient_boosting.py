@@ -35,8 +35,9 @@ compares x_j with the bin edges, so training rows reach exactly the leaves they 
 Static shapes: the fitted :class:`GradientBoosting` holds T x K trees stacked as arrays
 (T, K, M, ...); ``fit`` runs the T rounds in one ``jax.lax.scan`` under jit, carrying the
 training raw scores. A loop that cannot carry per-sample state runs the same rounds with
-:func:`init`, :func:`raw_scores_binned` and :func:`boost_round` (rounds not grown yet are
-empty trees, a single leaf of value 0) and gets the same parameters.
+:func:`check` (fit's checks and binning), :func:`init`, :func:`raw_scores_binned` and
+:func:`boost_round` (rounds not grown yet are empty trees, a single leaf of value 0; the raw
+scores are rebuilt in round order, the very sums fit carries) and gets the same parameters.
 """
 
 import functools
@@ -48,29 +49,33 @@ import numpy as np
 
 from m2m_jax.classic import decision_tree as dt
 from m2m_jax.classic import validation
-from m2m_jax.errors import ConfigError, DataError, choose
+from m2m_jax.errors import ConfigError, choose
 
 TASKS = ("classification", "regression")
 
 
 @flax.struct.dataclass
 class GradientBoosting:
-  """A boosted ensemble of T rounds of K trees.
+  """A boosted ensemble of T rounds of K trees, with the hyperparameters that grow a round.
 
   trees: :class:`decision_tree.Tree` with arrays stacked (T, K, M) (value (T, K, M, 1), the
   leaf values already multiplied by the learning rate); baseline: (K,) float32 F_0;
-  learning_rate: () float32; bins: the :class:`decision_tree.Bins` the trees split on;
-  classes_: (C,) labels behind the class indices (None for regression).
-  K = 1 for regression and binary classification, C otherwise. n_features_in_, task: static.
+  learning_rate, l2_regularization: () float32; bins: the :class:`decision_tree.Bins` the trees
+  split on. Static: classes_ the C labels behind the class indices, sorted, any kind (() for
+  regression); n_features_in_ d; task; min_samples_leaf; subsample. K = 1 for regression and
+  binary classification, C otherwise; max_depth is ``trees.depth``.
   """
 
   trees: dt.Tree
   baseline: jax.Array
   learning_rate: jax.Array
+  l2_regularization: jax.Array
   bins: dt.Bins
-  classes_: jax.Array | None
+  classes_: tuple = flax.struct.field(pytree_node=False, default=())
   n_features_in_: int = flax.struct.field(pytree_node=False, default=1)
   task: str = flax.struct.field(pytree_node=False, default="classification")
+  min_samples_leaf: int = flax.struct.field(pytree_node=False, default=20)
+  subsample: float = flax.struct.field(pytree_node=False, default=1.0)
 
   @property
   def n_estimators(self) -> int:
@@ -124,24 +129,94 @@ def gradient_hessian(raw: jax.Array, y: jax.Array, task: str) -> tuple[jax.Array
   return p - jax.nn.one_hot(y, raw.shape[1]), p * (1 - p)
 
 
+# ----------------------------------------------------------------------------- hyperparameters
+
+
+def check_hyperparameters(*, n_estimators=100, learning_rate=0.1, max_depth=3,
+                          l2_regularization=0.0, subsample=1.0) -> dict:
+  """The hyperparameters that do not depend on the data, checked and as Python numbers."""
+  rounds = validation.as_integer(n_estimators)
+  if rounds is None or rounds < 1:
+    raise ConfigError(f"n_estimators={n_estimators!r} must be an integer >= 1.")
+  return dict(
+      n_estimators=rounds, max_depth=dt.check_depth(max_depth),
+      learning_rate=_check_real("learning_rate", learning_rate, "a positive number",
+                                lambda v: v > 0),
+      l2_regularization=_check_real("l2_regularization", l2_regularization, "a number >= 0",
+                                    lambda v: v >= 0),
+      subsample=_check_real("subsample", subsample, "a fraction in (0, 1]",
+                            lambda v: 0 < v <= 1))
+
+
+def _check_real(name, value, what, ok) -> float:
+  """``value`` as a float if it is a real number (not a bool) for which ``ok`` holds."""
+  try:
+    number = None if isinstance(value, (bool, np.bool_, str)) else float(value)
+  except (TypeError, ValueError):
+    number = None
+  if number is None or not np.isfinite(number) or not ok(number):
+    raise ConfigError(f"{name}={value!r} must be {what}.")
+  return number
+
+
+def check(X, y, *, task: str = "classification", n_estimators=100, learning_rate=0.1,
+          max_depth=3, min_samples_leaf=20, l2_regularization=0.0, subsample=1.0,
+          max_bins=256):
+  """:func:`fit`'s checks: -> (X (n, d) float32, y (n,) class indices or float32 targets,
+  :class:`decision_tree.Bins` of X, the keyword arguments of :func:`init` for them)."""
+  choose("task", task, TASKS)
+  hyper = check_hyperparameters(n_estimators=n_estimators, learning_rate=learning_rate,
+                                max_depth=max_depth, l2_regularization=l2_regularization,
+                                subsample=subsample)
+  classes, y = dt.encode_targets(y, task)
+  X, y = validation.check_X_y(X, y, classification=task == "classification",
+                              classes=classes or None)
+  n, d = X.shape
+  leaf = dt.check_min_samples_leaf(min_samples_leaf, n)
+  bins = dt.bin_features(X, max_bins)
+  dt.check_growth(n, d, bins.max_bins, 3, hyper["max_depth"], leaf,
+                  trees_at_once=_n_scores(task, len(classes)))
+  return X, y, bins, dict(hyper, task=task, classes=classes, min_samples_leaf=leaf)
+
+
+def _classes_tuple(classes) -> tuple:
+  """Labels as ``classes_`` holds them: a tuple of Python scalars (an int C: 0..C-1)."""
+  if validation.as_integer(classes) is not None:
+    return tuple(range(validation.as_integer(classes)))
+  return tuple(np.asarray(classes).tolist())
+
+
 # ----------------------------------------------------------------------------- rounds
 
 
-def init(bins: dt.Bins, y: jax.Array, *, task: str = "classification", n_estimators: int = 100,
-         learning_rate=0.1, max_depth: int = 3, min_samples_leaf: int = 20,
-         classes: jax.Array | None = None) -> GradientBoosting:
+def init(bins: dt.Bins, y, *, task: str = "classification", classes=(), n_estimators=100,
+         learning_rate=0.1, max_depth=3, min_samples_leaf=20, l2_regularization=0.0,
+         subsample=1.0) -> GradientBoosting:
   """Parameters of capacity ``n_estimators`` rounds, every round an empty tree (one leaf of
-  value 0), so that the model predicts the baseline F_0 of y.
+  value 0), so that the model predicts the baseline F_0 of y; hyperparameters as :func:`fit`'s.
 
-  bins: from :func:`decision_tree.bin_features` on the training X; y: (n,) training targets
-  (class indices for classification, whose labels ``classes`` (C,) gives). The trees get the
-  node count that :func:`decision_tree.grow` gives n samples with these ``max_depth`` and
-  ``min_samples_leaf``. Pure; jittable with every keyword but ``learning_rate`` static.
+  bins: from :func:`decision_tree.bin_features` on the training X; y: (n,) training targets,
+  class indices 0..C-1 for classification, whose labels ``classes`` gives (a sequence of any
+  kind, or an int C for 0..C-1; a class may be absent from y). n and ``min_samples_leaf`` fix
+  the trees' node count (:func:`decision_tree.level_sizes`): :func:`boost_round` must get as
+  many rows.
   """
-  n_classes = 0 if classes is None else classes.shape[0]
-  if task == "classification" and n_classes < 2:
-    raise ConfigError("init(task='classification') needs classes, the (C,) labels, C >= 2.")
-  k = _n_scores(task, n_classes)
+  choose("task", task, TASKS)
+  classes = _classes_tuple(classes) if task == "classification" else ()
+  if task == "classification" and len(classes) < 2:
+    raise ConfigError(f"classes={classes!r}: a classifier needs at least two classes.")
+  hyper = check_hyperparameters(n_estimators=n_estimators, learning_rate=learning_rate,
+                                max_depth=max_depth, l2_regularization=l2_regularization,
+                                subsample=subsample)
+  y = jnp.asarray(y, jnp.int32 if task == "classification" else jnp.float32)
+  leaf = dt.check_min_samples_leaf(min_samples_leaf, y.shape[0])
+  return _init(bins, y, task=task, classes=classes, min_samples_leaf=leaf, **hyper)
+
+
+def _init(bins, y, *, task, classes, n_estimators, learning_rate, max_depth, min_samples_leaf,
+          l2_regularization, subsample) -> GradientBoosting:
+  """:func:`init` without checks, jittable (``learning_rate``, ``l2_regularization`` traced)."""
+  k = _n_scores(task, len(classes))
   nodes = sum(dt.level_sizes(y.shape[0], max_depth, min_samples_leaf))
   shape = (n_estimators, k, nodes)
   trees = dt.Tree(feature=jnp.full(shape, -1, jnp.int32), bin=jnp.full(shape, -1, jnp.int32),
@@ -149,20 +224,26 @@ def init(bins: dt.Bins, y: jax.Array, *, task: str = "classification", n_estimat
                   left=jnp.zeros(shape, jnp.int32), value=jnp.zeros(shape + (1,), jnp.float32),
                   gain=jnp.zeros(shape, jnp.float32), count=jnp.zeros(shape, jnp.float32),
                   depth=max_depth)
-  return GradientBoosting(trees, baseline(y, task, n_classes),
-                          jnp.asarray(learning_rate, jnp.float32), bins, classes,
-                          bins.edges.shape[0], task)
+  return GradientBoosting(trees, baseline(y, task, len(classes)),
+                          jnp.asarray(learning_rate, jnp.float32),
+                          jnp.asarray(l2_regularization, jnp.float32), bins, classes,
+                          int(bins.edges.shape[0]), task, min_samples_leaf, subsample)
 
 
+@jax.jit
 def raw_scores_binned(params: GradientBoosting, Xb: jax.Array) -> jax.Array:
   """Raw scores F (n, K) of binned rows Xb (n, d) (from ``apply_bins(params.bins, X)``):
-  F_0 plus every round's trees, added in round order (empty rounds add 0)."""
+  F_0 plus every round's trees, added in round order (empty rounds add 0), exactly the sums
+  that :func:`fit` carries. Pure and jittable."""
 
   def add(raw, trees):
     return raw + _round_values(trees, Xb), None
 
-  start = jnp.broadcast_to(params.baseline, (Xb.shape[0], params.n_scores))
-  return jax.lax.scan(add, start, params.trees)[0]
+  return jax.lax.scan(add, _start(params, Xb.shape[0]), params.trees)[0]
+
+
+def _start(params: GradientBoosting, n: int) -> jax.Array:
+  return jnp.broadcast_to(params.baseline, (n, params.n_scores))
 
 
 def _round_values(trees: dt.Tree, Xb: jax.Array) -> jax.Array:
@@ -171,43 +252,41 @@ def _round_values(trees: dt.Tree, Xb: jax.Array) -> jax.Array:
   return jax.vmap(one, out_axes=1)(trees)
 
 
-def _grow_round(params, Xb, y, raw, t, key, *, min_samples_leaf, l2_regularization, subsample):
+def _grow_round(params: GradientBoosting, Xb, y, raw, t, key, bins) -> dt.Tree:
   """Round t's K trees (arrays (K, M), values shrunk by the learning rate) grown at raw (n, K)."""
   g, h = gradient_hessian(raw, y, params.task)
   n = Xb.shape[0]
   keep = jnp.ones((n,), jnp.float32)
-  if subsample < 1:
-    drawn = jax.random.permutation(jax.random.fold_in(key, t), n) < max(1, int(subsample * n))
-    keep = drawn.astype(jnp.float32)
+  if params.subsample < 1:
+    drawn = jax.random.permutation(jax.random.fold_in(key, t), n)
+    keep = (drawn < max(1, int(params.subsample * n))).astype(jnp.float32)
   stats = jnp.stack([g * keep[:, None], h * keep[:, None],
                      jnp.broadcast_to(keep[:, None], g.shape)], -1)  # (n, K, 3)
-  rule = dt.newton(l2_regularization)
-  grow = lambda s: dt.grow(Xb, s, params.bins, rule, max_depth=params.trees.depth,
-                           min_samples_leaf=min_samples_leaf)
+  rule = dt.newton(params.l2_regularization)
+  grow = lambda s: dt.grow(Xb, s, bins, rule, max_depth=params.trees.depth,
+                           min_samples_leaf=params.min_samples_leaf)
   trees = jax.vmap(grow, in_axes=1)(stats)
   return trees.replace(value=params.learning_rate * trees.value)
 
 
-@functools.partial(jax.jit, static_argnames=("min_samples_leaf", "subsample"))
+@jax.jit
 def boost_round(params: GradientBoosting, Xb: jax.Array, y: jax.Array, raw: jax.Array, t, key,
-                *, min_samples_leaf: int = 20, l2_regularization=0.0,
-                subsample: float = 1.0) -> GradientBoosting:
+                bins: dt.Bins | None = None) -> GradientBoosting:
   """``params`` with round t (a scalar, may be traced) grown on the training set.
 
-  Xb: (n, d) training bins (``apply_bins(params.bins, X)``); y: (n,) targets (class indices for
-  classification); raw: (n, K) the current raw scores, ``raw_scores_binned(params, Xb)``;
-  key: the fit's key, round t draws its ``subsample`` rows from ``fold_in(key, t)``. The n rows
-  must be as many as :func:`init` was given (they fix the tree size); their order may change
-  between rounds. ``min_samples_leaf`` and ``subsample`` are static.
+  Xb: (n, d) training bins (``apply_bins(params.bins, X)``), n as given to :func:`init`, in any
+  order; y: (n,) class indices (classification) or targets; raw: (n, K) the current raw scores,
+  ``raw_scores_binned(params, Xb)``; key: the fit's key (round t draws its ``subsample`` rows
+  from ``fold_in(key, t)``); bins: the training bins, ``params.bins`` when None.
+  Hyperparameters come from ``params``. Pure and jittable.
   """
-  nodes = sum(dt.level_sizes(Xb.shape[0], params.trees.depth, min_samples_leaf))
+  nodes = sum(dt.level_sizes(Xb.shape[0], params.trees.depth, params.min_samples_leaf))
   if nodes != params.trees.feature.shape[2]:
-    raise ConfigError(f"boost_round on {Xb.shape[0]} rows with min_samples_leaf="
-                      f"{min_samples_leaf} grows trees of {nodes} nodes but params hold "
-                      f"{params.trees.feature.shape[2]}: pass the rows and min_samples_leaf "
-                      "that init was given.")
-  trees = _grow_round(params, Xb, y, raw, t, key, min_samples_leaf=min_samples_leaf,
-                      l2_regularization=l2_regularization, subsample=subsample)
+    raise ConfigError(f"boost_round on {Xb.shape[0]} rows grows trees of {nodes} nodes but "
+                      f"params hold {params.trees.feature.shape[2]}: pass as many rows as "
+                      "init was given.")
+  y = jnp.asarray(y, jnp.int32 if params.task == "classification" else jnp.float32)
+  trees = _grow_round(params, Xb, y, raw, t, key, params.bins if bins is None else bins)
   stacked = jax.tree.map(lambda a, b: jax.lax.dynamic_update_index_in_dim(a, b, t, 0),
                          params.trees, trees)
   return params.replace(trees=stacked)
@@ -221,54 +300,39 @@ def fit(X, y, *, task: str = "classification", n_estimators: int = 100, learning
         subsample=1.0, max_bins: int = 256, key: jax.Array | None = None) -> GradientBoosting:
   """Boosts ``n_estimators`` rounds of depth-``max_depth`` trees on X (n, d) and y (n,).
 
-  Classification labels may be any numbers (``classes_`` keeps them); regression targets are
+  Classification labels may be of any kind (``classes_`` keeps them); regression targets are
   real. ``learning_rate`` > 0 shrinks every tree; ``l2_regularization`` >= 0 is the lambda of
   the leaves; ``subsample`` in (0, 1] the share of rows each round sees, drawn with ``key``
   (default key 0); ``max_bins`` (2..256) bins per feature. See the module docstring.
   """
-  choose("task", task, TASKS)
-  rounds = validation.as_integer(n_estimators)
-  if rounds is None or rounds < 1:
-    raise ConfigError(f"n_estimators={n_estimators!r} must be an integer >= 1.")
-  _check_real("learning_rate", learning_rate, "a positive number", lambda v: v > 0)
-  _check_real("l2_regularization", l2_regularization, "a number >= 0", lambda v: v >= 0)
-  _check_real("subsample", subsample, "a fraction in (0, 1]", lambda v: 0 < v <= 1)
-  depth = dt.check_depth(max_depth)
-  classes, y = dt.encode_targets(y, task)
-  X, y = validation.check_X_y(X, y, classification=task == "classification", classes=classes)
-  n, d = X.shape
-  leaf = dt.check_min_samples_leaf(min_samples_leaf, n)
-  bins = dt.bin_features(X, max_bins)
-  k = _n_scores(task, 0 if classes is None else len(classes))
-  dt.check_growth(n, d, bins.max_bins, 3, depth, leaf, trees_at_once=k)
-  key = jax.random.key(0) if key is None else key
-  return _fit(X, y, bins, key, float(learning_rate), float(l2_regularization),
-              None if classes is None else jnp.asarray(classes), task=task,
-              n_estimators=rounds, max_depth=depth, min_samples_leaf=leaf,
-              subsample=float(subsample))
+  X, y, bins, hyper = check(X, y, task=task, n_estimators=n_estimators,
+                            learning_rate=learning_rate, max_depth=max_depth,
+                            min_samples_leaf=min_samples_leaf,
+                            l2_regularization=l2_regularization, subsample=subsample,
+                            max_bins=max_bins)
+  learning_rate, l2_regularization = hyper.pop("learning_rate"), hyper.pop("l2_regularization")
+  classes = hyper.pop("classes")  # compiled for their count only: any labels share a program
+  params = _fit(X, y, bins, jax.random.key(0) if key is None else key, learning_rate,
+                l2_regularization, n_classes=len(classes), **hyper)
+  return params.replace(classes_=classes)
 
 
-def _check_real(name, value, what, ok) -> None:
-  if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.number)) \
-      or not np.isfinite(value) or not ok(value):
-    raise ConfigError(f"{name}={value!r} must be {what}.")
-
-
-@functools.partial(jax.jit, static_argnames=("task", "n_estimators", "max_depth",
+@functools.partial(jax.jit, static_argnames=("task", "n_classes", "n_estimators", "max_depth",
                                              "min_samples_leaf", "subsample"))
-def _fit(X, y, bins, key, learning_rate, l2_regularization, classes, *, task, n_estimators,
+def _fit(X, y, bins, key, learning_rate, l2_regularization, *, task, n_classes, n_estimators,
          max_depth, min_samples_leaf, subsample):
-  params = init(bins, y, task=task, n_estimators=n_estimators, learning_rate=learning_rate,
-                max_depth=max_depth, min_samples_leaf=min_samples_leaf, classes=classes)
+  classes = tuple(range(n_classes))
+  params = _init(bins, y, task=task, classes=classes, n_estimators=n_estimators,
+                 learning_rate=learning_rate, max_depth=max_depth,
+                 min_samples_leaf=min_samples_leaf, l2_regularization=l2_regularization,
+                 subsample=subsample)
   Xb = dt.apply_bins(bins, X)
 
   def round_(raw, t):
-    trees = _grow_round(params, Xb, y, raw, t, key, min_samples_leaf=min_samples_leaf,
-                        l2_regularization=l2_regularization, subsample=subsample)
+    trees = _grow_round(params, Xb, y, raw, t, key, bins)
     return raw + _round_values(trees, Xb), trees
 
-  start = jnp.broadcast_to(params.baseline, (X.shape[0], params.n_scores))
-  _, trees = jax.lax.scan(round_, start, jnp.arange(n_estimators))
+  _, trees = jax.lax.scan(round_, _start(params, X.shape[0]), jnp.arange(n_estimators))
   return params.replace(trees=trees)
 
 
@@ -277,14 +341,22 @@ def _fit(X, y, bins, key, learning_rate, l2_regularization, classes, *, task, n_
 
 def decision_function(params: GradientBoosting, X) -> jax.Array:
   """X (m, d) -> raw scores F (m, K) (K = 1 for regression and binary classification)."""
-  X = validation.check_query(X, params.n_features_in_, "the gradient boosting model")
+  return _decision(params, _check_query(params, X))
+
+
+def _check_query(params: GradientBoosting, X) -> jax.Array:
+  return validation.check_query(X, params.n_features_in_, "the gradient boosting model")
+
+
+@jax.jit
+def _decision(params: GradientBoosting, X: jax.Array) -> jax.Array:
   return raw_scores_binned(params, dt.apply_bins(params.bins, X))
 
 
 def _proba(raw: jax.Array) -> jax.Array:
-  if raw.shape[1] == 1:
+  if raw.shape[-1] == 1:
     p = jax.nn.sigmoid(raw)
-    return jnp.concatenate([1 - p, p], 1)
+    return jnp.concatenate([1 - p, p], -1)
   return jax.nn.softmax(raw)
 
 
@@ -295,16 +367,20 @@ def predict_proba(params: GradientBoosting, X) -> jax.Array:
   return _proba(decision_function(params, X))
 
 
-def _from_raw(params: GradientBoosting, raw: jax.Array) -> jax.Array:
-  if params.task == "regression":
-    return raw[:, 0]
-  index = (raw[:, 0] > 0).astype(jnp.int32) if raw.shape[1] == 1 else jnp.argmax(raw, 1)
-  return params.classes_[index]
+def _index(raw: jax.Array) -> jax.Array:
+  """Raw scores (..., K) -> class indices (...): F > 0 for K = 1, else argmax_k F_k."""
+  if raw.shape[-1] == 1:
+    return (raw[..., 0] > 0).astype(jnp.int32)
+  return jnp.argmax(raw, -1)
 
 
 def predict(params: GradientBoosting, X) -> jax.Array:
-  """X (m, d) -> (m,) labels from ``classes_`` (classification) or float32 values (regression)."""
-  return _from_raw(params, decision_function(params, X))
+  """X (m, d) -> (m,) labels from ``classes_`` (classification; jittable for numeric labels,
+  NumPy for others) or float32 values (regression)."""
+  raw = decision_function(params, X)
+  if params.task == "regression":
+    return raw[:, 0]
+  return dt.class_labels(params.classes_, _index(raw))
 
 
 def score(params: GradientBoosting, X, y) -> jax.Array:
@@ -313,17 +389,35 @@ def score(params: GradientBoosting, X, y) -> jax.Array:
 
 
 def staged_score(params: GradientBoosting, X, y) -> jax.Array:
-  """(T,) :func:`score` of the model cut after rounds 1..T: the error against rounds."""
-  X = validation.check_query(X, params.n_features_in_, "the gradient boosting model")
+  """(T,) :func:`score` of the model cut after rounds 1..T: the error against rounds.
+  Memory O(T m) for classification (the staged labels), O(m) for regression."""
+  X = _check_query(params, X)
   validation.check_targets(y, X.shape[0])
+  if params.task == "regression":
+    return _staged_r2(params, X, jnp.asarray(y))
+  labels = dt.class_labels(params.classes_, _staged_index(params, X))  # (T, m)
+  hits = labels == (np.asarray(y) if isinstance(labels, np.ndarray) else jnp.asarray(y))[None]
+  return jnp.mean(jnp.asarray(hits), 1)  # float32 as score's, to the last bit
+
+
+def _staged_raw(params: GradientBoosting, X: jax.Array, score_round):
   Xb = dt.apply_bins(params.bins, X)
 
   def add(raw, trees):
     raw = raw + _round_values(trees, Xb)
-    return raw, dt.score_predictions(_from_raw(params, raw), y, params.task)
+    return raw, score_round(raw)
 
-  start = jnp.broadcast_to(params.baseline, (X.shape[0], params.n_scores))
-  return jax.lax.scan(add, start, params.trees)[1]
+  return jax.lax.scan(add, _start(params, X.shape[0]), params.trees)[1]
+
+
+@jax.jit
+def _staged_index(params: GradientBoosting, X: jax.Array) -> jax.Array:
+  return _staged_raw(params, X, _index)
+
+
+@jax.jit
+def _staged_r2(params: GradientBoosting, X: jax.Array, y: jax.Array) -> jax.Array:
+  return _staged_raw(params, X, lambda raw: dt.score_predictions(raw[:, 0], y, "regression"))
 
 
 def feature_importances(params: GradientBoosting) -> jax.Array:
