@@ -28,6 +28,7 @@ ALGORITHMS = {
     "knn": "m2m_jax.algorithms.knn",
     "pca": "m2m_jax.algorithms.pca",
     "decision_tree": "m2m_jax.algorithms.decision_tree",
+    "random_forest": "m2m_jax.algorithms.random_forest",
     "adaboost": "m2m_jax.algorithms.adaboost",
     "gradient_boosting": "m2m_jax.algorithms.gradient_boosting",
 }

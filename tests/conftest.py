@@ -9,6 +9,8 @@ import pytest
 os.environ.setdefault("M2M_NO_PROGRESS", "1")
 # The configs whose algorithm fits the whole training set in one loop step.
 ONE_STEP = ("linear_regression", "logistic_regression", "knn", "pca")
+# The tree configs: the whole training set every step, one tree or boosting round a step.
+TREES = ("decision_tree", "random_forest", "adaboost", "gradient_boosting")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

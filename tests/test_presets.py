@@ -2,11 +2,12 @@
 
 import pytest
 
-from conftest import ONE_STEP
+from conftest import ONE_STEP, TREES
 from m2m_jax import configlib, train
 
-# The one-step estimators' presets each run in full in test_fitted.py, against scikit-learn.
-OFFLINE = [(name, preset) for name in configlib.config_names() if name not in ONE_STEP
+# The one-step estimators' presets each run in full in test_fitted.py, against scikit-learn;
+# the trees' in test_tree_algorithms.py.
+OFFLINE = [(name, preset) for name in configlib.config_names() if name not in ONE_STEP + TREES
            for preset, make in configlib.config_module(name).PRESETS.items()
            if not make().dataset.startswith("tfds:")]
 

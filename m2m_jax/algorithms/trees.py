@@ -41,10 +41,14 @@ class State:
 
 
 def validate(config: ml_collections.ConfigDict, rounds: int | None = None) -> None:
-  """The whole training set in every step, and (for ensembles) one step per tree or round."""
+  """The whole training set in every step, and (for ensembles, ``rounds`` = n_estimators) one
+  step per tree or round. The configs tie ``num_steps`` to ``model.n_estimators`` by reference,
+  so overriding either moves both."""
   if config.batch_size != 0:
     raise ConfigError(f"{config.algorithm} grows each tree on the whole training set: set "
                       f"batch_size=0, not {config.batch_size}.")
+  if rounds is not None and (not isinstance(rounds, int) or rounds < 1):
+    raise ConfigError(f"n_estimators={rounds!r} must be an integer >= 1.")
   expected = 1 if rounds is None else rounds
   if config.num_steps != expected:
     what = "one step" if rounds is None else f"one step per round: n_estimators={rounds}"
