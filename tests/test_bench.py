@@ -17,6 +17,9 @@ CLASSIC = {("linear_regression", "least_squares", "LinearRegression"),
            ("logistic_regression", "logistic", "LogisticRegression"),
            ("knn", "knn", "brute"), ("knn", "knn", "auto"), ("kmeans", "kmeans", "KMeans"),
            ("pca", "pca_full", "PCA full"), ("pca", "pca_randomized", "PCA randomized")}
+TREES = {("decision_tree", "DecisionTreeClassifier"), ("random_forest", "RandomForestClassifier"),
+         ("gradient_boosting", "HistGradientBoostingClassifier"),
+         ("adaboost", "AdaBoostClassifier")}
 
 
 def test_quick_benchmark(tmp_path):
@@ -51,4 +54,29 @@ def test_quick_classic_benchmark(tmp_path):
     assert r["check_ok"], (name, r["check"])
     assert r["jax_steady_compiles"] == 0, (name, r["jax_steady_compiled"])
     assert r["case"] in result.stdout
+  assert "FAILED" not in result.stdout
+
+
+def test_quick_trees_benchmark(tmp_path):
+  """bench/trees.py --quick (about 10 s, mostly JAX compiles): a row per tree estimator and its
+  scikit-learn twin with fit and predict timed, finite speed ratios, agreeing accuracies and no
+  JAX recompilation in steady state."""
+  out = tmp_path / "trees.json"
+  # One scikit-learn thread: on a loaded machine HistGradientBoosting's OpenMP threads wait on
+  # each other for tens of seconds.
+  result = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "trees.py"), "--quick",
+                           "--sklearn-threads", "1", "--json", str(out)], timeout=120,
+                          capture_output=True, text=True)
+  assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+  rows = json.loads(out.read_text())["results"]
+  assert {(r["estimator"], r["sklearn"]) for r in rows} == TREES
+  assert len(rows) == len(TREES)
+  for r in rows:
+    for field in ("sklearn_fit_s", "jax_fit_s", "fit_ratio_sklearn_over_jax", "sklearn_predict_s",
+                  "jax_predict_s", "predict_ratio_sklearn_over_jax", "jax_compile_s"):
+      assert math.isfinite(r[field]) and r[field] > 0, (r["estimator"], field, r[field])
+    assert r["check_ok"], (r["estimator"], r["check"])
+    assert r["repeats"] >= 1
+    assert r["jax_steady_compiles"] == 0, (r["estimator"], r["jax_steady_compiled"])
+    assert r["estimator"] in result.stdout
   assert "FAILED" not in result.stdout

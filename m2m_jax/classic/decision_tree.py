@@ -541,7 +541,12 @@ def solve(X, y, w, bins: Bins, key, *, task, criterion, max_depth, min_samples_l
 
 def _values(params: DecisionTree, X) -> jax.Array:
   X = validation.check_query(X, params.n_features_in_, "the decision tree")
-  return params.tree.value[apply(params.tree, X)]
+  return _leaf_values(params.tree, X)
+
+
+@jax.jit
+def _leaf_values(tree: Tree, X: jax.Array) -> jax.Array:
+  return tree.value[apply(tree, X)]
 
 
 def predict_proba(params: DecisionTree, X) -> jax.Array:
