@@ -83,6 +83,25 @@ def test_classic_seed_presets_run_on_mock_mnist(mock_tfds, tmp_path, name: str, 
   assert all(np.isfinite(v) for v in summary["test"].values())
 
 
+TREE_SEEDS = ["decision_tree", "random_forest", "adaboost", "gradient_boosting"]
+
+
+@pytest.mark.parametrize("name", TREE_SEEDS)
+def test_tree_seed_presets_run_on_mock_mnist(mock_tfds, tmp_path, name: str):
+  """The tree seeds' loading path, with two rounds of depth-2 trees (the presets' own depths
+  compile for seconds a level)."""
+  from m2m_jax import configlib
+  config = configlib.load(name, "seed")
+  assert config.dataset == "tfds:mnist" and config.model.max_bins == 32
+  config.data.data_dir = str(tmp_path / "tfds")
+  config.model.max_depth = 2
+  if "n_estimators" in config.model:
+    config.model.n_estimators, config.eval_every, config.checkpoint_every = 2, 1, 1
+  summary = train.train_and_evaluate(config, str(tmp_path / "run"))
+  assert summary["steps"] == config.num_steps
+  assert all(np.isfinite(v) for v in summary["test"].values())
+
+
 class _FakeSource(list):
   def __getitems__(self, keys):
     return [self[k] for k in keys]
