@@ -19,7 +19,7 @@ def _refused(result: subprocess.CompletedProcess, *fragments: str) -> None:
 
 
 @pytest.mark.parametrize("override,fragments", [
-    ("--config.algorithm=svm", ["unknown algorithm 'svm'; choose one of: classifier, kmeans, knn, linear_regression, logistic_regression, mlp_scratch, pca."]),
+    ("--config.algorithm=svm", ["unknown algorithm 'svm'; choose one of: adaboost, classifier, decision_tree, gradient_boosting, kmeans, knn, linear_regression, logistic_regression, mlp_scratch, pca, random_forest."]),
     ("--config.dataset=mnist6k", ["unknown dataset 'mnist6k'; choose one of:", "mnist5k"]),
     ("--config.optimizer=adagrad", ["unknown optimizer 'adagrad'; choose one of: adam, adamw, momentum, sgd."]),
     ("--config.model.variant=online", ["unknown k-means variant 'online'; choose one of: lloyd, minibatch."]),

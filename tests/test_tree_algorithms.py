@@ -10,13 +10,20 @@ import numpy as np
 import pytest
 
 from conftest import TREES, cli
-from m2m_jax import configlib, data, train
+from m2m_jax import configlib, data, registry, train
 from m2m_jax.classic import adaboost, decision_tree as dt, gradient_boosting
 from m2m_jax.errors import ConfigError
 
 PRESETS = [(name, preset) for name in TREES
            for preset, make in configlib.config_module(name).PRESETS.items()
            if not make().dataset.startswith("tfds:")]
+# Trained here: each algorithm's default, regression where it has one, a multiclass booster.
+# The other presets change only data and hyperparameters; their datasets load and their
+# configs validate below (each training compiles for seconds).
+TRAINED = [("decision_tree", "default"), ("decision_tree", "regression"),
+           ("random_forest", "default"), ("random_forest", "regression"),
+           ("adaboost", "default"), ("adaboost", "digits"),
+           ("gradient_boosting", "default"), ("gradient_boosting", "regression")]
 
 
 # Test scores that a few depth-4 trees clear (digits: 10 classes, chance 0.1).
@@ -41,7 +48,15 @@ def _arrays(config):
 
 
 @pytest.mark.parametrize("name,preset", PRESETS, ids=[f"{n}:{p}" for n, p in PRESETS])
-def test_offline_preset_runs_and_draws_its_figures(name, preset, tmp_path):
+def test_offline_preset_validates_and_its_data_loads(name, preset):
+  config = configlib.load(name, preset)
+  registry.get(name).validate(config)
+  dataset = data.load(config.dataset, **config.data)
+  assert bool(dataset.num_classes) == (config.dataset != "diabetes")
+
+
+@pytest.mark.parametrize("name,preset", TRAINED, ids=[f"{n}:{p}" for n, p in TRAINED])
+def test_preset_trains_and_draws_its_figures(name, preset, tmp_path):
   config = _small(name, preset)
   summary = train.train_and_evaluate(config, str(tmp_path))
   assert summary["steps"] == config.num_steps

@@ -194,7 +194,7 @@ def fit(X, y, *, task: str = "classification", n_estimators: int = 100,
   at_once = _trees_at_once(trees_at_once, T, n, d, bins.max_bins, (len(classes) or 3) + 1,
                            depth, leaf)
   keys = tree_keys(jax.random.key(0) if key is None else key, T)
-  forest = _fit(dt.apply_bins(bins, X), y, bins, keys,
+  forest = _fit(X, y, bins, keys,
                 task=task, n_classes=len(classes), criterion=criterion, max_depth=depth,
                 min_samples_leaf=leaf, max_features=None if features == d else features,
                 bootstrap=bool(bootstrap), oob_score=bool(oob_score), trees_at_once=at_once)
@@ -223,12 +223,13 @@ def _trees_at_once(trees_at_once, n_trees: int, n: int, d: int, n_bins: int, n_s
 @functools.partial(jax.jit, static_argnames=("task", "n_classes", "criterion", "max_depth",
                                              "min_samples_leaf", "max_features", "bootstrap",
                                              "oob_score", "trees_at_once"))
-def _fit(Xb, y, bins, keys, *, task, n_classes, criterion, max_depth, min_samples_leaf,
+def _fit(X, y, bins, keys, *, task, n_classes, criterion, max_depth, min_samples_leaf,
          max_features, bootstrap, oob_score, trees_at_once) -> Forest:
   """Every tree, in equal chunks of at most ``trees_at_once`` (the last padded with repeats of
   the first keys, dropped after); the OOB score; classes_ left to the caller."""
   offset = jnp.mean(y) if task == "regression" else jnp.zeros((), jnp.float32)
   y = y - offset if task == "regression" else y
+  Xb = dt.apply_bins(bins, X)
   grow = functools.partial(grow_tree, Xb, y, bins, task=task, n_classes=n_classes,
                            criterion=criterion, max_depth=max_depth,
                            min_samples_leaf=min_samples_leaf, max_features=max_features,
@@ -239,21 +240,23 @@ def _fit(Xb, y, bins, keys, *, task, n_classes, criterion, max_depth, min_sample
   padded = jnp.concatenate([keys, keys[:chunks * size - T]])
   trees = jax.lax.map(jax.vmap(grow), padded.reshape(chunks, size))
   trees = jax.tree.map(lambda x: x.reshape(chunks * size, *x.shape[2:])[:T], trees)
-  oob = _oob_score(trees, keys, Xb, y, task) if oob_score else jnp.full((), jnp.nan)
+  oob = _oob_score(trees, keys, X, y, task) if oob_score else jnp.full((), jnp.nan)
   return Forest(trees, jnp.ones((T,), jnp.float32), offset, oob.astype(jnp.float32),
                 tuple(range(n_classes)), Xb.shape[1], task, criterion)
 
 
-def _oob_score(trees: dt.Tree, keys: jax.Array, Xb, y, task: str) -> jax.Array:
+def _oob_score(trees: dt.Tree, keys: jax.Array, X, y, task: str) -> jax.Array:
   """Accuracy / R^2 of each sample's mean prediction over the trees it is out of bag for, over
-  the samples out of bag for some tree. One tree at a time: memory O(n V)."""
-  n = Xb.shape[0]
+  the samples out of bag for some tree. Out-of-bag rows go down by the thresholds, as test rows
+  do (not by their bins: a bin holding no in-bag row may lie on either side of a threshold).
+  One tree at a time: memory O(n V)."""
+  n = X.shape[0]
 
   def add(carry, tree_key):
     total, count = carry
     tree, key = tree_key
     out = bootstrap_counts(key, n) == 0
-    value = tree.value[dt.apply_binned(tree, Xb)]
+    value = tree.value[dt.apply(tree, X)]
     return (total + jnp.where(out[:, None], value, 0.0), count + out), None
 
   start = (jnp.zeros((n, trees.value.shape[-1])), jnp.zeros((n,)))
