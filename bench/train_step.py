@@ -74,6 +74,39 @@ def torch_simple_cnn(channels: int = 4) -> nn.Module:
       nn.Flatten(), nn.Linear(channels * 3 * 3, NUM_CLASSES))
 
 
+class TorchBasicBlock(nn.Module):
+  """m2m_jax.models.resnet.BasicBlock: conv3x3-BN-ReLU-conv3x3-BN + shortcut, ReLU."""
+
+  def __init__(self, cin: int, cout: int, stride: int):
+    super().__init__()
+    self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+    self.bn1 = nn.BatchNorm2d(cout)
+    self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+    self.bn2 = nn.BatchNorm2d(cout)
+    nn.init.zeros_(self.bn2.weight)
+    self.projection = (nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False),
+                                     nn.BatchNorm2d(cout))
+                       if stride != 1 or cin != cout else nn.Identity())
+
+  def forward(self, x):
+    y = F.relu(self.bn1(self.conv1(x)))
+    return F.relu(self.bn2(self.conv2(y)) + self.projection(x))
+
+
+def torch_resnet_cifar(channels: int, stage_sizes: Sequence[int], width: int) -> nn.Module:
+  """m2m_jax.models.resnet.ResNet with the CIFAR stem: conv3x3-BN-ReLU, basic-block stages,
+  global average pool, dense."""
+  layers: list[nn.Module] = [nn.Conv2d(channels, width, 3, padding=1, bias=False),
+                             nn.BatchNorm2d(width), nn.ReLU()]
+  cin = width
+  for i, size in enumerate(stage_sizes):
+    for j in range(size):
+      layers.append(TorchBasicBlock(cin, width * 2**i, 2 if i > 0 and j == 0 else 1))
+      cin = width * 2**i
+  return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                       nn.Linear(cin, NUM_CLASSES))
+
+
 def specs(mlp_in: int, mlp_hidden: tuple[int, ...]) -> dict[str, Spec]:
   """Every benchmarked model by its name on the command line."""
   return {
@@ -81,6 +114,7 @@ def specs(mlp_in: int, mlp_hidden: tuple[int, ...]) -> dict[str, Spec]:
       "cnn28": Spec("cnn", {}, (28, 28, 1), lambda: torch_cnn(28)),
       "cnn16": Spec("cnn", {}, (16, 16, 1), lambda: torch_cnn(16)),
       "simple_cnn": Spec("simple_cnn", {}, (28, 28, 1), torch_simple_cnn),
+      "resnet20": Spec("resnet20", {}, (32, 32, 3), lambda: torch_resnet_cifar(3, (3, 3, 3), 16)),
   }
 
 

@@ -102,6 +102,9 @@ def validate(config: ml_collections.ConfigDict, num_devices: int) -> None:
     raise ConfigError(
         f"batch_size {config.batch_size} does not divide over the {num_devices} devices; "
         f"use a multiple of {num_devices}.")
+  if config.weight_decay < 0 or (config.weight_decay and config.optimizer == "adam"):
+    raise ConfigError(f"weight_decay {config.weight_decay} needs a non-negative value and an "
+                      "optimizer that applies it: adamw, sgd or momentum (adam takes none).")
   if config.num_steps <= 0 and config.num_epochs <= 0:
     raise ConfigError("set num_steps or num_epochs to a positive number.")
   if hasattr(algorithm, "validate"):

@@ -7,6 +7,7 @@ import subprocess
 import pytest
 
 from conftest import ROOT, cli
+from m2m_jax import registry
 
 KMEANS = "--config=configs/kmeans.py"
 
@@ -19,7 +20,8 @@ def _refused(result: subprocess.CompletedProcess, *fragments: str) -> None:
 
 
 @pytest.mark.parametrize("override,fragments", [
-    ("--config.algorithm=svm", ["unknown algorithm 'svm'; choose one of: adaboost, classifier, decision_tree, gradient_boosting, kmeans, knn, linear_regression, logistic_regression, mlp_scratch, pca, random_forest."]),
+    ("--config.algorithm=svm", [f"unknown algorithm 'svm'; choose one of: "
+                                f"{', '.join(sorted(registry.ALGORITHMS))}."]),
     ("--config.dataset=mnist6k", ["unknown dataset 'mnist6k'; choose one of:", "mnist5k"]),
     ("--config.optimizer=adagrad", ["unknown optimizer 'adagrad'; choose one of: adam, adamw, momentum, sgd."]),
     ("--config.model.variant=online", ["unknown k-means variant 'online'; choose one of: lloyd, minibatch."]),

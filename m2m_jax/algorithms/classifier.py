@@ -2,12 +2,13 @@
 
 Loss: mean softmax cross-entropy, ``L = -1/B sum_i log softmax(f(x_i))_{y_i}``, computed in
 float32 whatever the compute dtype. With ``config.augment_shift = s > 0`` each training image is
-translated by up to s pixels (a fresh draw every step, from the step's key). Models with BatchNorm keep their statistics in
-``state.batch_stats``; under jit the batch mean spans every device, so they stay in sync.
+translated by up to s pixels, and with ``config.augment_flip`` mirrored left-right with
+probability 1/2 (fresh draws every step, from the step's key). Models with
+BatchNorm (the ResNets) keep their statistics in ``state.batch_stats`` (see
+:mod:`m2m_jax.algorithms.nets`).
 """
 
 import os
-from typing import Any
 
 import flax.struct
 import jax
@@ -15,30 +16,23 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-from flax.training import train_state
 
-from m2m_jax import models, report
+from m2m_jax import report
+from m2m_jax.algorithms import nets
 from m2m_jax.errors import ConfigError
-from m2m_jax.ops import augment, optim
+from m2m_jax.ops import augment
 
 
-class State(train_state.TrainState):
-  """flax's TrainState plus BatchNorm statistics (an empty dict for models without them)."""
+class State(nets.State):
+  """The shared state plus the static augmentation settings."""
 
-  batch_stats: Any = None
   augment_shift: int = flax.struct.field(pytree_node=False, default=0)
+  augment_flip: bool = flax.struct.field(pytree_node=False, default=False)
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
   if not config.model_name:
     raise ConfigError("the classifier needs config.model_name (e.g. 'cnn' or 'mlp').")
-
-
-def build_model(config: ml_collections.ConfigDict):
-  """The flax module named by ``config.model_name``, with ``config.model`` as arguments."""
-  kwargs = dict(config.model)
-  kwargs.setdefault("num_classes", config.num_classes)
-  return models.get(config.model_name)(**kwargs, dtype=jnp.dtype(config.dtype))
 
 
 def init(config: ml_collections.ConfigDict, rng: jax.Array, batch: dict) -> State:
@@ -49,21 +43,15 @@ def init(config: ml_collections.ConfigDict, rng: jax.Array, batch: dict) -> Stat
   if labels.min() < 0 or labels.max() >= config.num_classes:
     raise ConfigError(f"labels must lie in [0, {config.num_classes}); the first batch holds "
                       f"{labels.min()}..{labels.max()}.")
-  model = build_model(config)
-  variables = model.init(rng, jnp.asarray(batch["x"][:1]), train=False)
-  return State.create(apply_fn=model.apply, params=variables["params"],
-                      tx=optim.optimizer(config), batch_stats=variables.get("batch_stats", {}),
-                      augment_shift=config.get("augment_shift", 0))
+  model = nets.build_model(config, num_classes=config.num_classes)
+  return nets.create(config, model, rng, batch["x"], State,
+                     augment_shift=config.get("augment_shift", 0),
+                     augment_flip=config.get("augment_flip", False))
 
 
 def _logits(state: State, params, x: jax.Array, train: bool):
-  variables = {"params": params}
-  if state.batch_stats:
-    variables["batch_stats"] = state.batch_stats
-    if train:
-      logits, updates = state.apply_fn(variables, x, train=True, mutable=["batch_stats"])
-      return logits.astype(jnp.float32), updates["batch_stats"]
-  return state.apply_fn(variables, x, train=train).astype(jnp.float32), state.batch_stats
+  logits, batch_stats = nets.apply(state, params, x, train)
+  return logits.astype(jnp.float32), batch_stats
 
 
 def train_step(state: State, batch: dict, rng: jax.Array) -> tuple[State, dict]:
@@ -71,6 +59,8 @@ def train_step(state: State, batch: dict, rng: jax.Array) -> tuple[State, dict]:
   x = batch["x"]
   if state.augment_shift:
     x = augment.random_shift(rng, x, state.augment_shift)
+  if state.augment_flip:
+    x = augment.random_flip(jax.random.fold_in(rng, 1), x)
 
   def loss_fn(params):
     logits, batch_stats = _logits(state, params, x, train=True)

@@ -1,17 +1,23 @@
 """Flax linen modules, one file per family. No module reads a config; configs build modules.
 
 ``get(name)`` returns the module class registered under ``name`` (``'mlp'``, ``'cnn'``,
-``'simple_cnn'``, ``'linear'``).
+``'simple_cnn'``, ``'linear'``, ``'resnet'``, ``'resnet18'``, ``'resnet20'``, ``'resnet34'``,
+``'resnet50'``).
 """
 
 from m2m_jax.errors import choose
-from m2m_jax.models import cnn, mlp
+from m2m_jax.models import cnn, mlp, resnet
 
 MODELS = {
     "mlp": mlp.MLP,
     "linear": mlp.Linear,
     "cnn": cnn.CNN,
     "simple_cnn": cnn.SimpleCNN,
+    "resnet": resnet.ResNet,
+    "resnet18": resnet.ResNet18,
+    "resnet20": resnet.ResNet20,
+    "resnet34": resnet.ResNet34,
+    "resnet50": resnet.ResNet50,
 }
 
 

@@ -16,3 +16,9 @@ def random_shift(key: jax.Array, images: jnp.ndarray, max_shift: int) -> jnp.nda
   offsets = jax.random.randint(key, (b, 2), 0, 2 * max_shift + 1)
   crop = lambda img, o: jax.lax.dynamic_slice(img, (o[0], o[1], 0), (h, w, img.shape[-1]))
   return jax.vmap(crop)(padded, offsets)
+
+
+def random_flip(key: jax.Array, images: jnp.ndarray) -> jnp.ndarray:
+  """Mirrors each image left-right with probability 1/2: (B, H, W, C) -> (B, H, W, C)."""
+  flip = jax.random.bernoulli(key, 0.5, (images.shape[0], 1, 1, 1))
+  return jnp.where(flip, images[:, :, ::-1], images)

@@ -15,12 +15,15 @@ def schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
 
 
 def optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
-  """``config.optimizer`` over ``schedule(config)``: adam, adamw, sgd or momentum (0.9)."""
-  lr = schedule(config)
+  """``config.optimizer`` over ``schedule(config)``: adam, adamw, sgd or momentum (0.9).
+
+  ``config.weight_decay`` is decoupled for adamw (Loshchilov and Hutter) and an L2 penalty
+  ``wd * w`` added to the gradient for sgd and momentum (the ResNet recipe); adam takes none.
+  """
+  lr, wd = schedule(config), config.weight_decay
   if config.optimizer == "adam":
     return optax.adam(lr)
   if config.optimizer == "adamw":
-    return optax.adamw(lr, weight_decay=config.weight_decay)
-  if config.optimizer == "momentum":
-    return optax.sgd(lr, momentum=0.9)
-  return optax.sgd(lr)
+    return optax.adamw(lr, weight_decay=wd)
+  sgd = optax.sgd(lr, momentum=0.9 if config.optimizer == "momentum" else None)
+  return optax.chain(optax.add_decayed_weights(wd), sgd) if wd else sgd

@@ -1,0 +1,53 @@
+"""What every algorithm that trains a flax model with optax shares: the state and the apply.
+
+``State`` is flax's ``TrainState`` plus the BatchNorm statistics (an empty dict for models
+without BatchNorm). ``apply`` runs the model in train or eval mode and returns the statistics
+that a train step carries on. Under ``jit`` over a batch sharded on ``'data'`` a BatchNorm's
+batch mean spans every device, so the statistics stay identical on all of them.
+"""
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+from flax.training import train_state
+
+from m2m_jax import models
+from m2m_jax.ops import optim
+
+
+class State(train_state.TrainState):
+  """flax's TrainState plus BatchNorm statistics (an empty dict for models without them)."""
+
+  batch_stats: Any = None
+
+
+def build_model(config: ml_collections.ConfigDict, **defaults):
+  """The flax module named by ``config.model_name``, built from ``config.model`` (``defaults``
+  fill arguments the config leaves out) in the compute dtype ``config.dtype``."""
+  kwargs = {**defaults, **config.model}
+  return models.get(config.model_name)(**kwargs, dtype=jnp.dtype(config.dtype))
+
+
+def create(config: ml_collections.ConfigDict, model, rng: jax.Array, x: jax.Array,
+           state_class=State, **fields) -> State:
+  """Initialises ``model`` on ``x[:1]`` and the optimizer of ``config``; ``fields`` are extra
+  fields of ``state_class``."""
+  variables = model.init(rng, jnp.asarray(x[:1]), train=False)
+  return state_class.create(apply_fn=model.apply, params=variables["params"],
+                            tx=optim.optimizer(config),
+                            batch_stats=variables.get("batch_stats", {}), **fields)
+
+
+def apply(state: State, params, x: jax.Array, train: bool, **kwargs) -> tuple[Any, Any]:
+  """``(model output, batch_stats)``: in train mode BatchNorm normalises by the batch and the
+  returned statistics are updated; in eval mode it uses the running ones, returned unchanged."""
+  variables = {"params": params}
+  if not state.batch_stats:
+    return state.apply_fn(variables, x, train=train, **kwargs), state.batch_stats
+  variables["batch_stats"] = state.batch_stats
+  if not train:
+    return state.apply_fn(variables, x, train=False, **kwargs), state.batch_stats
+  out, updates = state.apply_fn(variables, x, train=True, mutable=["batch_stats"], **kwargs)
+  return out, updates["batch_stats"]

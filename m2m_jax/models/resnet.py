@@ -1,0 +1,188 @@
+"""Residual networks (He et al. 2016): y = relu(F(x) + S(x)).
+
+F is two 3x3 convolutions (``BasicBlock``) or a 1x1-3x3-1x1 bottleneck (``Bottleneck``), each
+followed by BatchNorm; the shortcut S is the identity, or a strided 1x1 convolution + BatchNorm
+where the shape changes. With the last BatchNorm's scale initialised to zero
+(``zero_init_residual``) every block starts as the identity, y = relu(x), which is what lets
+very deep stacks train from the first step.
+
+``ResNetBackbone`` returns the feature map of every stage (strides 4, 8, 16, 32 with the
+ImageNet stem; 1, 2, 4, 8 with the CIFAR stem) for detection and CLIP; ``ResNet`` adds global
+average pooling and a linear classifier. BatchNorm statistics live in the ``batch_stats``
+collection: ``model.apply(variables, x, train=True, mutable=['batch_stats'])`` uses and updates
+the batch's statistics, ``train=False`` the running ones. Under ``jit`` over a sharded batch
+the batch mean is taken over the global batch, so every device normalises alike.
+"""
+
+import functools
+from typing import Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from m2m_jax.errors import DataError, choose
+
+
+def check_images(x: jnp.ndarray, channels: int | None, multiple: int, model: str) -> None:
+  """Refuses input that is not (B, H, W, C) with C = ``channels`` (when given) and H, W
+  divisible by ``multiple``; shapes are static, so this also holds under ``jit``."""
+  if x.ndim != 4:
+    raise DataError(f"{model} takes images of shape (B, H, W, C); got shape {tuple(x.shape)}.")
+  if channels is not None and x.shape[-1] != channels:
+    raise DataError(f"{model} was built for {channels}-channel images; got {x.shape[-1]} "
+                    f"channels (shape {tuple(x.shape)}).")
+  h, w = x.shape[1:3]
+  if h % multiple or w % multiple:
+    raise DataError(f"{model} halves its input {multiple.bit_length() - 1} times, so height "
+                    f"and width must be multiples of {multiple}; got {h}x{w}.")
+
+
+class BasicBlock(nn.Module):
+  """conv3x3(s)-BN-ReLU-conv3x3-BN, plus the shortcut, then ReLU (ResNet-18/34).
+
+  Attributes:
+    features: output channels.
+    strides: stride of the first convolution (and of the projection shortcut).
+    zero_init_residual: start the last BatchNorm's scale at 0, so the block is relu(S(x)).
+  """
+
+  features: int
+  strides: int = 1
+  zero_init_residual: bool = True
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
+    """x: (B, H, W, C) -> (B, H / strides, W / strides, features)."""
+    conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype)
+    norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9,
+                             epsilon=1e-5, dtype=self.dtype)
+    last_scale = nn.initializers.zeros if self.zero_init_residual else nn.initializers.ones
+    s = (self.strides, self.strides)
+    y = nn.relu(norm()(conv(self.features, (3, 3), s)(x)))
+    y = norm(scale_init=last_scale)(conv(self.features, (3, 3))(y))
+    return nn.relu(y + shortcut(x, self.features, self.strides, conv, norm))
+
+
+class Bottleneck(nn.Module):
+  """conv1x1-BN-ReLU-conv3x3(s)-BN-ReLU-conv1x1(4f)-BN, plus the shortcut, then ReLU (ResNet-50).
+
+  Attributes:
+    features: width of the 3x3 convolution; the block outputs ``4 * features`` channels.
+  """
+
+  features: int
+  strides: int = 1
+  zero_init_residual: bool = True
+  dtype: jnp.dtype = jnp.float32
+  expansion: int = 4
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
+    """x: (B, H, W, C) -> (B, H / strides, W / strides, 4 * features)."""
+    conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype)
+    norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9,
+                             epsilon=1e-5, dtype=self.dtype)
+    last_scale = nn.initializers.zeros if self.zero_init_residual else nn.initializers.ones
+    out = self.expansion * self.features
+    y = nn.relu(norm()(conv(self.features, (1, 1))(x)))
+    y = nn.relu(norm()(conv(self.features, (3, 3), (self.strides, self.strides))(y)))
+    y = norm(scale_init=last_scale)(conv(out, (1, 1))(y))
+    return nn.relu(y + shortcut(x, out, self.strides, conv, norm))
+
+
+def shortcut(x: jnp.ndarray, features: int, strides: int, conv, norm) -> jnp.ndarray:
+  """The identity where the shape is kept, else a strided 1x1 convolution + BatchNorm."""
+  if x.shape[-1] == features and strides == 1:
+    return x
+  return norm()(conv(features, (1, 1), (strides, strides), name="projection")(x))
+
+
+BLOCKS = {"basic": BasicBlock, "bottleneck": Bottleneck}
+
+
+class ResNetBackbone(nn.Module):
+  """Stem, then ``len(stage_sizes)`` stages of residual blocks; the first block of every stage
+  after the first halves the resolution and the widths double: ``width * 2**i``.
+
+  Attributes:
+    stage_sizes: blocks per stage ((2, 2, 2, 2) is ResNet-18, (3, 4, 6, 3) ResNet-34/50).
+    block: ``'basic'`` or ``'bottleneck'``.
+    width: channels of the first stage (64 for the ImageNet ResNets).
+    stem: ``'imagenet'`` (conv7x7 s2 + maxpool 3x3 s2: stride 4) or ``'cifar'`` (conv3x3 s1,
+      for 32x32 or smaller images).
+    in_channels: the input channels the network is built for (None: whatever ``init`` sees).
+  """
+
+  stage_sizes: Sequence[int] = (2, 2, 2, 2)
+  block: str = "basic"
+  width: int = 64
+  stem: str = "imagenet"
+  zero_init_residual: bool = True
+  in_channels: int | None = None
+  dtype: jnp.dtype = jnp.float32
+
+  @property
+  def reduction(self) -> int:
+    """The total stride: input size over the last stage's size."""
+    return (4 if self.stem == "imagenet" else 1) * 2 ** (len(self.stage_sizes) - 1)
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray, train: bool = False) -> list[jnp.ndarray]:
+    """x: (B, H, W, C), H and W multiples of ``reduction`` -> one map per stage,
+    stage i of shape (B, H / s_i, W / s_i, width * 2**i * expansion)."""
+    choose("stem", self.stem, ("imagenet", "cifar"))
+    choose("block", self.block, BLOCKS)
+    check_images(x, self.in_channels, self.reduction, "ResNet")
+    block = BLOCKS[self.block]
+    h = x.astype(self.dtype)
+    if self.stem == "imagenet":
+      h = nn.Conv(self.width, (7, 7), (2, 2), padding=[(3, 3), (3, 3)], use_bias=False,
+                  dtype=self.dtype, name="stem_conv")(h)
+    else:
+      h = nn.Conv(self.width, (3, 3), use_bias=False, dtype=self.dtype, name="stem_conv")(h)
+    h = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
+                     dtype=self.dtype, name="stem_bn")(h)
+    h = nn.relu(h)
+    if self.stem == "imagenet":
+      h = nn.max_pool(h, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+    features = []
+    for i, size in enumerate(self.stage_sizes):
+      for j in range(size):
+        strides = 2 if i > 0 and j == 0 else 1
+        h = block(self.width * 2**i, strides, self.zero_init_residual, self.dtype,
+                  name=f"stage{i + 1}_block{j + 1}")(h, train)
+      features.append(h)
+    return features
+
+
+class ResNet(nn.Module):
+  """``ResNetBackbone`` -> global average pool -> dense logits.
+
+  Attributes: those of :class:`ResNetBackbone`, plus ``num_classes``.
+  """
+
+  stage_sizes: Sequence[int] = (2, 2, 2, 2)
+  block: str = "basic"
+  width: int = 64
+  stem: str = "imagenet"
+  zero_init_residual: bool = True
+  in_channels: int | None = None
+  num_classes: int = 10
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
+    """x: (B, H, W, C) -> logits (B, num_classes)."""
+    features = ResNetBackbone(self.stage_sizes, self.block, self.width, self.stem,
+                              self.zero_init_residual, self.in_channels, self.dtype,
+                              name="backbone")(x, train)
+    h = jnp.mean(features[-1], axis=(1, 2))
+    return nn.Dense(self.num_classes, dtype=self.dtype, name="head")(h)
+
+
+ResNet18 = functools.partial(ResNet, stage_sizes=(2, 2, 2, 2), block="basic")
+ResNet34 = functools.partial(ResNet, stage_sizes=(3, 4, 6, 3), block="basic")
+ResNet50 = functools.partial(ResNet, stage_sizes=(3, 4, 6, 3), block="bottleneck")
+# The CIFAR ResNet of the paper's section 4.2: 3 stages of 3 basic blocks, widths 16/32/64.
+ResNet20 = functools.partial(ResNet, stage_sizes=(3, 3, 3), block="basic", width=16, stem="cifar")
