@@ -49,7 +49,7 @@ def digits():
 
 def seed():
   c = default()
-  c.dataset = "tfds:mnist"
+  configlib.use_tfds(c, "mnist")
   c.model.n_estimators, c.model.learning_rate, c.model.max_bins = 100, 1.0, 32
   c.eval_batch_size = 1000
   return c

@@ -71,8 +71,7 @@ def simple_cnn():
 
 def mnist():
   c = default()
-  c.dataset = "tfds:mnist"
-  c.data = {"data_dir": ""}
+  configlib.use_tfds(c, "mnist")
   c.batch_size = 128
   c.num_epochs = 5.0
   c.eval_every = 1000

@@ -67,7 +67,7 @@ def regression():
 
 def seed():
   c = default()
-  c.dataset = "tfds:mnist"
+  configlib.use_tfds(c, "mnist")
   c.model.max_depth, c.model.max_bins = 10, 32
   c.eval_batch_size = 1000
   return c

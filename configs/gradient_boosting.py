@@ -62,7 +62,7 @@ def stochastic():
 
 def seed():
   c = default()
-  c.dataset = "tfds:mnist"
+  configlib.use_tfds(c, "mnist")
   c.model.max_bins = 32
   c.eval_batch_size = 1000
   return c

@@ -48,7 +48,7 @@ def iris():
 
 def seed():
   c = default()
-  c.dataset = "tfds:mnist"
+  configlib.use_tfds(c, "mnist")
   c.model.n_clusters = 10
   c.batch_size = 0  # the whole training set every step
   c.num_steps = 100

@@ -60,7 +60,7 @@ def mnist5k():
 
 def seed():
   c = mnist5k()
-  c.dataset = "tfds:mnist"
+  configlib.use_tfds(c, "mnist")
   c.eval_batch_size = 1000
   return c
 

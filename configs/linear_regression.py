@@ -64,9 +64,8 @@ def sgd():
 
 def seed():
   c = default()
-  c.dataset = "tfds:wine_quality"
-  c.data.x_key, c.data.y_key = "features", "quality"
-  c.data.train_split, c.data.test_split = "train[:80%]", "train[80%:]"
+  configlib.use_tfds(c, "wine_quality", x_key="features", y_key="quality",
+                     train_split="train[:80%]", test_split="train[80%:]")
   return c
 
 

@@ -55,7 +55,7 @@ def gd():
 
 def seed():
   c = default()
-  c.dataset = "tfds:mnist"
+  configlib.use_tfds(c, "mnist")
   c.model.penalty, c.model.solver, c.model.max_iter = None, "gd", 100
   return c
 

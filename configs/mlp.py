@@ -49,8 +49,7 @@ def mnist5k():
 
 def mnist():
   c = default()
-  c.dataset = "tfds:mnist"
-  c.data = {"data_dir": ""}
+  configlib.use_tfds(c, "mnist")
   c.batch_size = 128
   c.num_epochs = 10.0
   c.eval_every = 1000

@@ -53,7 +53,7 @@ def wine():
 
 def seed():
   c = default()
-  c.dataset = "tfds:mnist"
+  configlib.use_tfds(c, "mnist")
   c.model.n_components, c.model.svd_solver = 50, "covariance_eigh"
   return c
 

@@ -48,8 +48,7 @@ def default():
 
 def cifar10():
   c = default()
-  c.dataset = "tfds:cifar10"
-  c.data = {"data_dir": ""}
+  configlib.use_tfds(c, "cifar10")
   c.augment_shift = 4
   c.augment_flip = True
   c.model.width = 16

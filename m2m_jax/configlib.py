@@ -45,6 +45,15 @@ def base() -> ml_collections.ConfigDict:
   return c
 
 
+def use_tfds(config: ml_collections.ConfigDict, name: str, **options) -> ml_collections.ConfigDict:
+  """Points ``config`` at tfds dataset ``name``: ``config.data`` becomes the loader's options,
+  always with ``data_dir`` and ``download`` so both can be set from the command line
+  (``--config.data.download=True`` prepares the dataset the first time)."""
+  config.dataset = f"tfds:{name}"
+  config.data = ml_collections.ConfigDict({"data_dir": "", "download": False, **options})
+  return config
+
+
 def presets(preset: str | None, table: dict) -> ml_collections.ConfigDict:
   """Returns ``table[preset]()`` (``table['default']`` when ``preset`` is None or empty)."""
   name = preset or "default"

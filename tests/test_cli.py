@@ -7,7 +7,7 @@ import subprocess
 import pytest
 
 from conftest import ROOT, cli
-from m2m_jax import registry
+from m2m_jax import configlib, registry
 
 KMEANS = "--config=configs/kmeans.py"
 
@@ -61,3 +61,11 @@ def test_console_script_takes_the_same_flags(tmp_path):
                           capture_output=True, text=True, timeout=300)
   assert result.returncode == 0, result.stderr
   assert (tmp_path / "summary.json").exists()
+
+
+def test_every_tfds_preset_takes_download_and_data_dir_from_the_command_line():
+  for name in configlib.config_names():
+    for preset, make in configlib.config_module(name).PRESETS.items():
+      config = make()
+      if config.dataset.startswith("tfds:"):
+        assert {"data_dir", "download"} <= set(config.data), f"{name}:{preset}"

@@ -23,6 +23,7 @@ def test_every_config_has_an_offline_default():
 def test_offline_preset_trains_a_few_steps(name, preset, tmp_path):
   config = configlib.load(name, preset)
   config.num_steps, config.log_every, config.eval_every, config.checkpoint_every = 3, 1, 2, 2
+  config.warmup_steps = 0  # a warmup longer than the 3 steps is refused
   summary = train.train_and_evaluate(config, str(tmp_path))
   assert summary["steps"] == 3 and summary["test"]
 

@@ -115,6 +115,13 @@ def test_imagenet_stem_on_8x8_digits_is_refused_before_training(tmp_path):
     train.train_and_evaluate(config, str(tmp_path))
 
 
+def test_warmup_longer_than_the_run_is_refused(tmp_path):
+  config = configlib.load("resnet")
+  config.num_steps = 20
+  with pytest.raises(ConfigError, match=r"warmup_steps 50 must lie in \[0, num_steps = 20\)"):
+    train.train_and_evaluate(config, str(tmp_path))
+
+
 def test_adam_with_weight_decay_is_refused():
   config = configlib.load("resnet")
   config.optimizer = "adam"
@@ -140,7 +147,8 @@ def test_a_short_training_cuts_the_loss_fivefold(tmp_path):
 
 def test_batchnorm_statistics_and_metrics_match_on_one_and_eight_devices(tmp_path):
   """The batch is sharded over 8 devices: BatchNorm must still normalise by the global batch."""
-  args = ["--config=configs/resnet.py", "--config.num_steps=20", "--config.log_every=10",
+  args = ["--config=configs/resnet.py", "--config.num_steps=20", "--config.warmup_steps=5",
+          "--config.log_every=10",
           "--config.eval_every=20", "--config.checkpoint_every=20"]
   runs = {}
   for devices in (1, 8):

@@ -3,6 +3,8 @@
 import ml_collections
 import optax
 
+from m2m_jax.errors import ConfigError
+
 
 def schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
   """The learning rate as a function of the step, over ``config.num_steps`` steps."""
@@ -11,6 +13,9 @@ def schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
     return optax.constant_schedule(lr)
   if config.schedule == "cosine":
     return optax.cosine_decay_schedule(lr, steps)
+  if not 0 <= config.warmup_steps < steps:
+    raise ConfigError(f"warmup_steps {config.warmup_steps} must lie in [0, num_steps = {steps}) "
+                      "for the warmup_cosine schedule.")
   return optax.warmup_cosine_decay_schedule(0.0, lr, config.warmup_steps, steps)
 
 
