@@ -1,12 +1,24 @@
-"""Shared test setup: quiet progress bars, subprocess helpers for the CLI."""
+"""Shared test setup: quiet progress bars, one XLA compilation cache for the session,
+subprocess helpers for the CLI."""
 
+import atexit
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
 os.environ.setdefault("M2M_NO_PROGRESS", "1")
+# Many tests compile the same programs (the same config trained by the loop, the CLI in a
+# subprocess, a notebook's kernel): a persistent cache, new for each session and shared by its
+# pytest-xdist workers and subprocesses through the environment, compiles each program once.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="m2m_jax_test_xla_")
+  atexit.register(shutil.rmtree, os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 # The configs whose algorithm fits the whole training set in one loop step.
 ONE_STEP = ("linear_regression", "logistic_regression", "knn", "pca")
 # The tree configs: the whole training set every step, one tree or boosting round a step.
