@@ -17,7 +17,9 @@ cores, jax 0.10.2, 2026-12-01):
            What differs: the grey input is the CIE lightness L / 100, no dead grayscale branch,
            a ReLU between the two 1x1 maps, a sigmoid on the RGB output, no vertical flips (no
            augmentation at all: CIFAR-10 is read as it is), and the learning rate is 1e-3 with
-           a cosine decay instead of a constant 1e-2.
+           a cosine decay instead of a constant 1e-2 (on the photos, 150 steps of this network
+           at batch 16 and a constant rate end at a training MSE of 0.0139 with 1e-3, 0.0188
+           with 1e-2).
 
   python -m m2m_jax.main --config=configs/colorize.py --workdir=runs/colorize
   python -m m2m_jax.main --config=configs/colorize.py:seed --workdir=runs/colorize_seed \

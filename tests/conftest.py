@@ -35,5 +35,18 @@ def cli(*args: str, devices: int = 1, timeout: float = 600, **popen) -> subproce
 
 
 @pytest.fixture
+def mock_tfds(monkeypatch, request):
+  """tensorflow-datasets' mock data instead of any prepared dataset (nothing touches the
+  network): ``MOCK_TFDS_EXAMPLES`` examples a split, a module attribute (default 128)."""
+  import tensorflow_datasets as tfds
+  from tensorflow_datasets.testing import mocking
+  # tfds 4.9.10's mock sets `__getitems__` on a MagicMock as a plain partial, so it is called
+  # without `self` and fails; batched reads go straight to the fake generator instead.
+  monkeypatch.setattr(mocking, "_getitems", lambda keys, generator: [generator[k] for k in keys])
+  with tfds.testing.mock_data(num_examples=getattr(request.module, "MOCK_TFDS_EXAMPLES", 128)):
+    yield
+
+
+@pytest.fixture
 def run_cli():
   return cli

@@ -237,14 +237,7 @@ def test_bad_configs_are_refused(tmp_path):
                              str(tmp_path / "e"))
 
 
-@pytest.fixture
-def mock_tfds(monkeypatch):
-  import tensorflow_datasets as tfds
-  from tensorflow_datasets.testing import mocking
-  # As in test_tfds.py: tfds 4.9.10's mock calls `__getitems__` without `self`.
-  monkeypatch.setattr(mocking, "_getitems", lambda keys, generator: [generator[k] for k in keys])
-  with tfds.testing.mock_data(num_examples=32):
-    yield
+MOCK_TFDS_EXAMPLES = 32  # a split, for the mock_tfds fixture of conftest
 
 
 def test_denoise_seed_preset_runs_on_mock_cifar10(mock_tfds, tmp_path):
@@ -260,10 +253,14 @@ def test_denoise_seed_preset_runs_on_mock_cifar10(mock_tfds, tmp_path):
   assert summary["steps"] == 2 and all(np.isfinite(v) for v in summary["test"].values())
 
 
-def test_colorize_seed_preset_is_the_original():
+def test_colorize_seed_preset_is_the_original_and_runs_on_mock_cifar10(mock_tfds, tmp_path):
   config = configlib.load("colorize", "seed")
   assert (config.dataset, config.model.width, config.model.output) == ("tfds:cifar10", 64, "rgb")
   assert (config.batch_size, config.num_epochs) == (16, 3.0)
+  config.data.data_dir = str(tmp_path / "tfds")
+  config.model.width, config.num_steps, config.eval_every, config.checkpoint_every = 2, 2, 1, 1
+  summary = train.train_and_evaluate(config, str(tmp_path / "run"))
+  assert summary["steps"] == 2 and all(np.isfinite(v) for v in summary["test"].values())
 
 
 @pytest.mark.slow

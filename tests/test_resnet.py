@@ -176,3 +176,16 @@ def test_momentum_with_weight_decay_adds_the_l2_gradient():
   w, g = jnp.array([1.0, -2.0]), jnp.array([0.5, 0.5])
   updates, _ = tx.update(g, tx.init(w), w)
   np.testing.assert_allclose(updates, -0.1 * (g + 0.01 * w), rtol=1e-6)
+
+
+@pytest.mark.parametrize("preset", ["cifar10", "resnet18"])
+def test_cifar_presets_run_on_mock_cifar10(preset, mock_tfds, tmp_path):
+  """The CIFAR presets' data path, augmentation and optimizer on fake CIFAR-10 (model narrowed:
+  the full one compiles for long on a CPU)."""
+  config = configlib.load("resnet", preset)
+  assert (config.dataset, config.augment_flip, config.model.in_channels) == ("tfds:cifar10", True, 3)
+  config.data.data_dir = str(tmp_path / "tfds")
+  config.model.width, config.batch_size, config.warmup_steps = 4, 16, 1
+  config.num_steps, config.eval_every, config.checkpoint_every = 2, 2, 2
+  summary = train.train_and_evaluate(config, str(tmp_path / "run"))
+  assert summary["steps"] == 2 and np.isfinite(summary["test"]["loss"])

@@ -7,31 +7,20 @@ import time
 
 import numpy as np
 import pytest
-import tensorflow_datasets as tfds
-from tensorflow_datasets.testing import mocking
 
 import m2m_jax.data
 from m2m_jax import train
 from m2m_jax.errors import DataError
 
 CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
-NUM_EXAMPLES = 128  # per split: one batch of the `mnist` preset, one padded eval batch
-
-
-@pytest.fixture
-def mock_tfds(monkeypatch):
-  # tfds 4.9.10's mock sets `__getitems__` on a MagicMock as a plain partial, so it is called
-  # without `self` and fails; batched reads go straight to the fake generator instead.
-  monkeypatch.setattr(mocking, "_getitems", lambda keys, generator: [generator[k] for k in keys])
-  with tfds.testing.mock_data(num_examples=NUM_EXAMPLES):
-    yield
+MOCK_TFDS_EXAMPLES = 128  # per split: one batch of the `mnist` preset, one padded eval batch
 
 
 @pytest.mark.parametrize("name, shape", [("mnist", (28, 28, 1)), ("cifar10", (32, 32, 3))])
 def test_load(mock_tfds, tmp_path, name: str, shape: tuple[int, ...]):
   ds = m2m_jax.data.load(f"tfds:{name}", data_dir=str(tmp_path))
   assert (ds.name, ds.num_classes) == (f"tfds:{name}", 10)
-  assert len(ds.train) == len(ds.test) == NUM_EXAMPLES
+  assert len(ds.train) == len(ds.test) == MOCK_TFDS_EXAMPLES
   batch = ds.test[np.arange(5, 13)]
   assert batch["x"].dtype == np.float32 and batch["x"].shape == (8, *shape)
   assert 0.0 <= batch["x"].min() and batch["x"].max() <= 1.0 and batch["x"].max() > 0.5

@@ -228,15 +228,7 @@ def test_default_preset_reaches_dice_090(tmp_path):
 
 # ----------------------------------------------------------------------------------- tfds
 
-
-@pytest.fixture
-def mock_tfds(monkeypatch):
-  import tensorflow_datasets as tfds
-  from tensorflow_datasets.testing import mocking
-  # As in test_tfds.py: tfds 4.9.10's mock calls `__getitems__` without `self`.
-  monkeypatch.setattr(mocking, "_getitems", lambda keys, generator: [generator[k] for k in keys])
-  with tfds.testing.mock_data(num_examples=16):
-    yield
+MOCK_TFDS_EXAMPLES = 16  # a split, for the mock_tfds fixture of conftest
 
 
 def test_pets_are_resized_and_masked(mock_tfds, tmp_path):
