@@ -3,7 +3,10 @@
 Presets (held-out accuracy; measured on 2 CPU cores, jax 0.10.2, 2026-12-01):
   default   ResNet-20 (3 stages of 3 basic blocks, widths 8/16/32, CIFAR stem, BatchNorm,
             zero-initialised last BN of every block) on scikit-learn digits upsampled to 16x16,
-            random shifts of up to 2 pixels (offline).
+            random shifts of up to 2 pixels, SGD momentum 0.9, lr 0.2 with 50 warmup steps and
+            cosine decay, L2 5e-4 (offline): 98.9% on the 359 test digits, 660 steps in about
+            29 s (68,642 parameters; the plain CNN default reaches 99.4%: on 16x16 digits
+            depth buys little).
   cifar10   ResNet-20 (widths 16/32/64, the paper's section 4.2) on tfds CIFAR-10 with random
             crops (4-pixel shifts) and flips, SGD momentum 0.9, lr 0.1 with warmup and cosine
             decay, L2 5e-4, batch 128, 160 epochs (needs the dataset prepared; not measured

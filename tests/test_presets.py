@@ -30,7 +30,8 @@ def test_offline_preset_trains_a_few_steps(name, preset, tmp_path):
 
 @pytest.mark.parametrize("name,preset,floor", [
     ("mlp", "default", 0.96), ("mlp_scratch", "default", 0.96),
-    pytest.param("cnn", "mnist5k", 0.97, marks=pytest.mark.slow)])  # 40 s; cnn:default is in test_train
+    pytest.param("cnn", "mnist5k", 0.97, marks=pytest.mark.slow),  # 40 s; cnn:default is in test_train
+    pytest.param("resnet", "default", 0.98, marks=pytest.mark.slow)])  # 30 s
 def test_preset_reaches_its_stated_accuracy(name, preset, floor, tmp_path):
   summary = train.train_and_evaluate(configlib.load(name, preset), str(tmp_path))
   assert summary["test"]["accuracy"] >= floor

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import ROOT, cli
+from conftest import ROOT, cli, xla_flags
 from m2m_jax import configlib, registry, train
 from m2m_jax.algorithms import classifier
 from m2m_jax.errors import TrainingDiverged
@@ -86,7 +86,7 @@ def test_killed_run_resumes_to_the_same_numbers(tmp_path):
           "--config.eval_every=60", "--config.log_every=7"]
   ref, run = str(tmp_path / "ref"), str(tmp_path / "run")
   assert cli(*args, f"--workdir={ref}").returncode == 0
-  env = dict(os.environ, M2M_NO_PROGRESS="1", XLA_FLAGS="--xla_force_host_platform_device_count=1")
+  env = dict(os.environ, M2M_NO_PROGRESS="1", XLA_FLAGS=xla_flags(1))
   for kill_after in (60, 150):  # killed twice, each time just after a checkpoint landed
     proc = subprocess.Popen([sys.executable, "-m", "m2m_jax.main", *args, f"--workdir={run}"],
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
