@@ -19,10 +19,6 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
   atexit.register(shutil.rmtree, os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
-# The test models are tiny, so the suite is bound by compile time: XLA's backend (LLVM)
-# optimisation is off for it, about a third less time; README's numbers use the defaults.
-TEST_XLA_FLAGS = "--xla_backend_optimization_level=0"
-os.environ.setdefault("XLA_FLAGS", TEST_XLA_FLAGS)
 # The configs whose algorithm fits the whole training set in one loop step.
 ONE_STEP = ("linear_regression", "logistic_regression", "knn", "pca")
 # The tree configs: the whole training set every step, one tree or boosting round a step.
@@ -31,8 +27,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def xla_flags(devices: int) -> str:
-  """XLA_FLAGS for a subprocess on ``devices`` CPU devices, with the suite's compile flags."""
-  return f"{TEST_XLA_FLAGS} --xla_force_host_platform_device_count={devices}"
+  """XLA_FLAGS for a subprocess on ``devices`` CPU devices."""
+  return f"--xla_force_host_platform_device_count={devices}"
 
 
 def cli(*args: str, devices: int = 1, timeout: float = 600, **popen) -> subprocess.CompletedProcess:
