@@ -22,7 +22,7 @@ import ml_collections
 import numpy as np
 
 from m2m_jax import checkpoint, configlib, data, parallel, registry, report
-from m2m_jax.errors import TrainingDiverged
+from m2m_jax.errors import ConfigError, TrainingDiverged
 
 
 @flax.struct.dataclass
@@ -90,6 +90,44 @@ def _num_params(state: Any) -> int:
   return int(sum(np.size(x) for x in jax.tree.leaves(params)))
 
 
+def _initial(algorithm, config: ml_collections.ConfigDict, dataset: data.Dataset, mesh):
+  """``(state, accumulator, metrics_shape)`` before step 0, replicated over ``mesh``: the state
+  from ``algorithm.init`` on batch 0 (key ``split(key(seed))[0]``) and a zero accumulator."""
+  repl = parallel.replicated(mesh)
+  first = data.batch_indices(0, num_examples=len(dataset.train), batch_size=config.batch_size,
+                             seed=config.seed)
+  init_rng, train_rng = jax.random.split(jax.random.key(config.seed))
+  # Copied leaf by leaf: an init that reuses one array twice must not donate a buffer twice.
+  state = jax.tree.map(jnp.copy, jax.device_put(
+      algorithm.init(config, init_rng, dataset.train[first]), repl))
+  batch = parallel.to_global(dataset.train[parallel.host_slice(first)], mesh)
+  metrics_shape = jax.eval_shape(algorithm.train_step, state, batch, train_rng)[1]
+  return state, jax.device_put(Accumulator.zeros(metrics_shape), repl), metrics_shape
+
+
+def load_state(config: ml_collections.ConfigDict, workdir: str) -> Any:
+  """The trained state of ``config`` from the newest checkpoint in ``workdir`` (the state that
+  ``train_and_evaluate(config, workdir)`` left there), replicated over all devices.
+
+  For using a trained model: ``classifier.predict(load_state(config, workdir), x)`` and alike.
+  """
+  mesh = parallel.make_mesh()
+  configlib.validate(config, jax.device_count())
+  algorithm = registry.get(config.algorithm)
+  dataset = data.load(config.dataset, **config.data)
+  config = resolve(config, dataset, jax.device_count())
+  checkpoint.check_same_config(workdir, config)
+  state, acc, _ = _initial(algorithm, config, dataset, mesh)
+  ckpt = checkpoint.Checkpointer(workdir, config.keep_checkpoints)
+  try:
+    step = ckpt.latest_step()
+    if step is None:
+      raise ConfigError(f"workdir {workdir!r} holds no checkpoint to load; train there first.")
+    return ckpt.restore(step, {"state": state, "acc": acc})["state"]
+  finally:
+    ckpt.close()
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Trains ``config.algorithm`` on ``config.dataset``, writing everything under ``workdir``.
 
@@ -120,12 +158,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     return parallel.to_global(dataset.train[parallel.host_slice(indices(step))], mesh)
 
   repl = parallel.replicated(mesh)
-  init_rng, train_rng = jax.random.split(jax.random.key(config.seed))
-  # Copied leaf by leaf: an init that reuses one array twice must not donate a buffer twice.
-  state = jax.tree.map(jnp.copy, jax.device_put(
-      algorithm.init(config, init_rng, dataset.train[indices(0)]), repl))
-  metrics_shape = jax.eval_shape(algorithm.train_step, state, global_batch(0), train_rng)[1]
-  acc = jax.device_put(Accumulator.zeros(metrics_shape), repl)
+  train_rng = jax.random.split(jax.random.key(config.seed))[1]
+  state, acc, metrics_shape = _initial(algorithm, config, dataset, mesh)
 
   ckpt = checkpoint.Checkpointer(workdir, config.keep_checkpoints)
   start = min(ckpt.latest_step() or 0, total)
@@ -191,6 +225,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   outputs, test_metrics = evaluate(algorithm, eval_step, state, dataset.test,
                                    config.eval_batch_size, mesh)
+  if hasattr(algorithm, "final_metrics"):
+    test_metrics.update(algorithm.final_metrics(config, state, dataset))
   timed_steps = total - timed_from[1] if timed_from else 0
   timed_seconds = train_end - timed_from[0] if timed_from else 0.0
   summary = {

@@ -1,5 +1,5 @@
-"""Shared test setup: quiet progress bars, one XLA compilation cache for the session,
-subprocess helpers for the CLI."""
+"""Shared test setup: quiet progress bars, one XLA compilation cache and one cache of trained
+sample-quality judges for the session, subprocess helpers for the CLI."""
 
 import atexit
 import os
@@ -17,6 +17,10 @@ os.environ.setdefault("M2M_NO_PROGRESS", "1")
 if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
   os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="m2m_jax_test_xla_")
   atexit.register(shutil.rmtree, os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
+# Trained sample-quality judges (m2m_jax.algorithms.sample_quality) likewise, one cache a session.
+if "M2M_CACHE_DIR" not in os.environ:
+  os.environ["M2M_CACHE_DIR"] = tempfile.mkdtemp(prefix="m2m_jax_test_cache_")
+  atexit.register(shutil.rmtree, os.environ["M2M_CACHE_DIR"], ignore_errors=True)
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 # The configs whose algorithm fits the whole training set in one loop step.

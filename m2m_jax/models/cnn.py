@@ -34,6 +34,7 @@ class CNN(nn.Module):
       h = nn.avg_pool(h, (2, 2), strides=(2, 2))
     h = h.reshape(h.shape[0], -1)
     h = nn.relu(nn.Dense(self.dense, dtype=self.dtype)(h))
+    self.sow("intermediates", "features", h)  # (B, dense): the Fréchet distance's features
     return nn.Dense(self.num_classes, dtype=self.dtype)(h)
 
 

@@ -39,3 +39,31 @@ def psnr(mse: jnp.ndarray, max_value: float = 1.0, floor: float = 1e-10) -> jnp.
   below ``floor`` counts as ``floor`` (100 dB), so a perfect image is finite.
   """
   return 10 * jnp.log10(max_value**2 / jnp.maximum(mse, floor))
+
+
+def gaussian_fit(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """The mean (D,) and unbiased covariance (D, D) of N feature vectors (N, D), in float64."""
+  f = np.asarray(features, np.float64)
+  if f.ndim != 2 or len(f) < 2:
+    raise ValueError(f"need at least 2 feature vectors of shape (N, D); got shape {f.shape}.")
+  return f.mean(0), np.cov(f, rowvar=False)
+
+
+def _psd_sqrt(s: np.ndarray) -> np.ndarray:
+  w, v = np.linalg.eigh(s)
+  return (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+
+
+def frechet_distance(mean1: np.ndarray, cov1: np.ndarray, mean2: np.ndarray,
+                     cov2: np.ndarray) -> float:
+  """The Fréchet (2-Wasserstein squared) distance of N(mean1, cov1) and N(mean2, cov2):
+
+    ``|mean1 - mean2|^2 + tr(cov1 + cov2 - 2 (cov1 cov2)^(1/2))``,
+
+  with ``tr (cov1 cov2)^(1/2) = tr (cov1^(1/2) cov2 cov1^(1/2))^(1/2)``, the square root of a
+  symmetric positive semi-definite matrix, taken by its eigenvalues (clipped at 0). Means (D,),
+  covariances (D, D); the FID formula of Heusel et al. (2017).
+  """
+  root1 = _psd_sqrt(cov1)
+  cross = np.sqrt(np.clip(np.linalg.eigvalsh(root1 @ cov2 @ root1), 0, None)).sum()
+  return float(np.sum((mean1 - mean2) ** 2) + np.trace(cov1) + np.trace(cov2) - 2 * cross)
