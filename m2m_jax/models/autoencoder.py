@@ -13,7 +13,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from m2m_jax.errors import ConfigError, choose
-from m2m_jax.models.resnet import BasicBlock, check_images
+from m2m_jax.models.resnet import BasicBlock, batch_norm, check_images
 
 OUTPUTS = {"lab": 2, "rgb": 3}  # output channels of each ColorizationNet head
 
@@ -49,8 +49,7 @@ class ColorizationNet(nn.Module):
     choose("ColorizationNet output", self.output, OUTPUTS)
     check_images(x, 1, 8, "ColorizationNet")
     w, dtype = self.width, self.dtype
-    norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9,
-                             epsilon=1e-5, dtype=dtype)
+    norm = batch_norm(train, dtype)
     block = functools.partial(BasicBlock, zero_init_residual=self.zero_init_residual, dtype=dtype)
 
     def down(h, features):

@@ -37,6 +37,21 @@ def check_images(x: jnp.ndarray, channels: int | None, multiple: int, model: str
                     f"and width must be multiples of {multiple}; got {h}x{w}.")
 
 
+def batch_norm(train: bool, dtype: jnp.dtype, **kwargs):
+  """torchvision's BatchNorm as a layer factory: running statistics with momentum 0.9 (PyTorch's
+  0.1), epsilon 1e-5; batch statistics when ``train``, the running ones otherwise."""
+  return functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9,
+                           epsilon=1e-5, dtype=dtype, **kwargs)
+
+
+def _block_layers(block: nn.Module, train: bool):
+  """A residual block's bias-free convolution and BatchNorm factories and its last BatchNorm's
+  scale initializer (zeros with ``zero_init_residual``)."""
+  conv = functools.partial(nn.Conv, use_bias=False, dtype=block.dtype)
+  last_scale = nn.initializers.zeros if block.zero_init_residual else nn.initializers.ones
+  return conv, batch_norm(train, block.dtype), last_scale
+
+
 class BasicBlock(nn.Module):
   """conv3x3(s)-BN-ReLU-conv3x3-BN, plus the shortcut, then ReLU (ResNet-18/34).
 
@@ -54,10 +69,7 @@ class BasicBlock(nn.Module):
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
     """x: (B, H, W, C) -> (B, H / strides, W / strides, features)."""
-    conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype)
-    norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9,
-                             epsilon=1e-5, dtype=self.dtype)
-    last_scale = nn.initializers.zeros if self.zero_init_residual else nn.initializers.ones
+    conv, norm, last_scale = _block_layers(self, train)
     s = (self.strides, self.strides)
     y = nn.relu(norm()(conv(self.features, (3, 3), s)(x)))
     y = norm(scale_init=last_scale)(conv(self.features, (3, 3))(y))
@@ -80,10 +92,7 @@ class Bottleneck(nn.Module):
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
     """x: (B, H, W, C) -> (B, H / strides, W / strides, 4 * features)."""
-    conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype)
-    norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9,
-                             epsilon=1e-5, dtype=self.dtype)
-    last_scale = nn.initializers.zeros if self.zero_init_residual else nn.initializers.ones
+    conv, norm, last_scale = _block_layers(self, train)
     out = self.expansion * self.features
     y = nn.relu(norm()(conv(self.features, (1, 1))(x)))
     y = nn.relu(norm()(conv(self.features, (3, 3), (self.strides, self.strides))(y)))
@@ -141,8 +150,7 @@ class ResNetBackbone(nn.Module):
                   dtype=self.dtype, name="stem_conv")(h)
     else:
       h = nn.Conv(self.width, (3, 3), use_bias=False, dtype=self.dtype, name="stem_conv")(h)
-    h = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
-                     dtype=self.dtype, name="stem_bn")(h)
+    h = batch_norm(train, self.dtype, name="stem_bn")()(h)
     h = nn.relu(h)
     if self.stem == "imagenet":
       h = nn.max_pool(h, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))

@@ -19,7 +19,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from m2m_jax.errors import ConfigError
-from m2m_jax.models.resnet import check_images
+from m2m_jax.models.resnet import batch_norm, check_images
 
 
 class DoubleConv(nn.Module):
@@ -31,8 +31,7 @@ class DoubleConv(nn.Module):
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
     conv = functools.partial(nn.Conv, self.features, (3, 3), use_bias=False, dtype=self.dtype)
-    norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9,
-                             epsilon=1e-5, dtype=self.dtype)
+    norm = batch_norm(train, self.dtype)
     x = nn.relu(norm()(conv()(x)))
     return nn.relu(norm()(conv()(x)))
 
