@@ -37,6 +37,10 @@ ALGORITHMS = {
     "colorize": "m2m_jax.algorithms.colorize",
     "denoise": "m2m_jax.algorithms.denoise",
     "segmentation": "m2m_jax.algorithms.segmentation",
+    "latent_ode": "m2m_jax.algorithms.latent_ode",
+    "vae": "m2m_jax.algorithms.vae",
+    "gan": "m2m_jax.algorithms.gan",
+    "diffusion": "m2m_jax.algorithms.diffusion",
 }
 
 

@@ -6,7 +6,9 @@ Offline, shipped with the install:
   500 a class, split 4,000 / 1,000), ``blobs`` (Gaussian clusters with known labels),
   ``moons`` (two interleaving half circles in 2-D), ``shapes`` (synthetic scenes of ellipses,
   rectangles and triangles with exact masks, for segmentation), ``photos`` (32x32 RGB crops
-  of scikit-learn's two sample photos, for colorization).
+  of scikit-learn's two sample photos, for colorization), ``rotating_digits`` (mnist5k digits
+  rotated through T angles, sequences for the latent ODE), ``spirals`` (the latent-ODE paper's
+  noisy 2-D spirals).
 Online, for users with internet: ``tfds:<name>`` (e.g. ``tfds:mnist``) through
 tensorflow-datasets' random-access ``data_source``.
 
@@ -17,7 +19,7 @@ needs. The train/test partition of the offline sets is fixed and seeded.
 
 import inspect
 
-from m2m_jax.data import offline, photos, shapes, tfds_source
+from m2m_jax.data import offline, photos, sequences, shapes, tfds_source
 from m2m_jax.data.core import ArraySplit, Dataset, Split, batch_indices
 from m2m_jax.errors import ConfigError, choose
 
@@ -32,6 +34,8 @@ OFFLINE = {
     "moons": offline.moons,
     "photos": photos.photos,
     "shapes": shapes.shapes,
+    "rotating_digits": sequences.rotating_digits,
+    "spirals": sequences.spirals,
 }
 
 __all__ = ["ArraySplit", "Dataset", "Split", "batch_indices", "load", "names"]

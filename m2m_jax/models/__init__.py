@@ -2,11 +2,12 @@
 
 ``get(name)`` returns the module class registered under ``name`` (``'mlp'``, ``'cnn'``,
 ``'simple_cnn'``, ``'linear'``, ``'resnet'``, ``'resnet18'``, ``'resnet20'``, ``'resnet34'``,
-``'resnet50'``, ``'unet'``, ``'colorization_net'``, ``'denoising_ae'``).
+``'resnet50'``, ``'unet'``, ``'colorization_net'``, ``'denoising_ae'``, ``'vae'``, ``'ddpm_unet'``,
+``'dcgan'``, ``'latent_ode'``).
 """
 
 from m2m_jax.errors import choose
-from m2m_jax.models import autoencoder, cnn, mlp, resnet, unet
+from m2m_jax.models import autoencoder, cnn, ddpm_unet, gan, latent_ode, mlp, resnet, unet, vae
 
 MODELS = {
     "mlp": mlp.MLP,
@@ -21,6 +22,10 @@ MODELS = {
     "unet": unet.UNet,
     "colorization_net": autoencoder.ColorizationNet,
     "denoising_ae": autoencoder.DenoisingAE,
+    "latent_ode": latent_ode.LatentODE,
+    "vae": vae.VAE,
+    "ddpm_unet": ddpm_unet.DDPMUNet,
+    "dcgan": gan.DCGAN,
 }
 
 
