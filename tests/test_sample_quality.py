@@ -46,7 +46,7 @@ def test_gaussian_fit_is_unbiased_and_refuses_one_vector():
 def digits():
   config = ml_collections.ConfigDict({"dataset": "digits", "data": {"upsample": 2},
                                       "fd": sample_quality.default_config()})
-  config.fd.judge_epochs = 2  # the generative models' tests train this judge too: once a session
+  config.fd.judge_epochs = 5  # at 2 (the generative models' tests) noise gets more confident votes
   return config, data.load("digits", upsample=2)
 
 
@@ -57,7 +57,7 @@ def test_real_digits_score_the_baseline_and_noise_does_not(digits):
   collapsed = np.clip(real[:1] + rng.normal(0, 0.02, real.shape), 0, 1)
   out = sample_quality.evaluate(config, dataset, {"": real, "noise": rng.uniform(size=real.shape),
                                                   "collapsed": collapsed})
-  assert out["judge_accuracy"] > 0.8
+  assert out["judge_accuracy"] > 0.9
   # The test split judged as samples is the real-vs-real baseline itself.
   assert out["fd"] == pytest.approx(out["fd_real"]) and out["classes"] == 10
   assert out["confidence"] > 0.7 and out["noise_confidence"] < out["confidence"]
