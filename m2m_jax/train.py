@@ -109,7 +109,8 @@ def load_state(config: ml_collections.ConfigDict, workdir: str) -> Any:
   """The trained state of ``config`` from the newest checkpoint in ``workdir`` (the state that
   ``train_and_evaluate(config, workdir)`` left there), replicated over all devices.
 
-  For using a trained model: ``classifier.predict(load_state(config, workdir), x)`` and alike.
+  For using a trained model, e.g. a classifier's logits:
+  ``state = load_state(config, workdir); state.apply_fn({'params': state.params}, x)``.
   """
   mesh = parallel.make_mesh()
   configlib.validate(config, jax.device_count())
