@@ -9,8 +9,8 @@ times an idle machine's):
   default  mnist5k (real 28x28 MNIST, offline; 4,000 / 1,000), layout 7x7 -> 14 -> 28, w = 16
            (G 347,073 + D 36,577 = 383,650 parameters), batch 64, 2,000 steps (32 epochs):
            MNIST FD 59.96 (fd_real 2.78), confidence 0.837, 10 of 10 classes (the judge: 97.7%
-           on real test digits). Wall 1,115 s shared; 52 CPU-seconds per 400 steps, so about
-           2.5 minutes on 2 idle cores, plus 40 s the first time to train the judge. The DCGAN
+           on real test digits). 108 s on the idle 2 cores (1,115 s while shared), plus about
+           40 s the first time, to train the judge. The DCGAN
            tutorial's learning rate 2e-4 reached FD 96.1 in the same 2,000 steps.
   digits   scikit-learn digits upsampled to 16x16 (offline; 1,438 / 359), layout 4x4 -> 8 -> 16,
            w = 16 (135,873 + 34,465 = 170,338 parameters), 1,500 steps: digits FD 23.88

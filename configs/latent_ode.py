@@ -12,7 +12,7 @@ several times what an idle machine takes):
            frame interval, Adam 2e-3 cosine, batch 64, 15 epochs (930 steps):
            neg ELBO 846.1 per sequence of 6 observed frames (recon 799.7 + KL 46.4; 141.0 a
            frame), interpolation MSE 0.0361 (nearest frame 0.0954), extrapolation MSE 0.0610
-           (0.1137); 569 s wall under that load (206 sequences/s).
+           (0.1137); 74 s on the idle 2 cores (569 s under that load).
   spirals  the latent-ODE paper's noisy 2-D spirals (800 / 200; 100 points, noise 0.3): 60
            points observed but 6 (every 10th from 5), 40 extrapolated. As torchdiffeq's example:
            latent 4, recognition on raw points run backwards with 25 units (a GRU here, a plain

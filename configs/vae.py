@@ -11,8 +11,8 @@ CPU time is given beside them):
            likelihood; widths 16/32 (28 -> 14 -> 7), latent 16, 93,825 parameters, batch 128,
            60 epochs (1,860 steps), Adam 2e-3 cosine: -ELBO 110.40 = recon 85.66 + KL 24.75
            nats, MSE of the mean reconstruction 0.0145, 16 of 16 units active; MNIST FD 136.6
-           (real 2.78), confidence 0.758, 10 classes. 570 s wall shared (141 s CPU; about 2 min
-           on 2 idle cores), not counting the judge's one-time training (cached on disk).
+           (real 2.78), confidence 0.758, 10 classes. 70 s on the idle 2 cores (570 s while
+           shared), not counting the judge's one-time training (about 40 s, cached on disk).
   digits   scikit-learn digits upsampled to 16x16 (1,438 / 359), binarised; widths 16/32,
            latent 8, 29,777 parameters, batch 64, 40 epochs (880 steps): -ELBO 80.85 = recon
            70.80 + KL 10.05 nats, 8 of 8 active; digits FD 86.0 (real 5.77), confidence 0.845,
