@@ -133,10 +133,11 @@ def evaluate(config: ml_collections.ConfigDict, dataset: data.Dataset,
   if not num_samples(config, dataset):
     return {}
   state, accuracy = load_judge(config)
+  test_images = _all(dataset.test)
   reference = metrics.gaussian_fit(judge_images(state, _all(dataset.train))[0])
-  real = metrics.gaussian_fit(judge_images(state, _all(dataset.test))[0])
+  real = metrics.gaussian_fit(judge_images(state, test_images)[0])
   out = {"fd_real": metrics.frechet_distance(*real, *reference), "judge_accuracy": accuracy}
-  shape = _all(dataset.test).shape[1:]
+  shape = test_images.shape[1:]
   for name, images in samples.items():
     images = np.asarray(images, np.float32)
     if images.shape[1:] != shape or not np.all(np.isfinite(images)):
