@@ -6,6 +6,7 @@ that a train step carries on. Under ``jit`` over a batch sharded on ``'data'`` a
 batch mean spans every device, so the statistics stay identical on all of them.
 """
 
+import functools
 from typing import Any
 
 import jax
@@ -30,11 +31,18 @@ def build_model(config: ml_collections.ConfigDict, **defaults):
   return models.get(config.model_name)(**kwargs, dtype=jnp.dtype(config.dtype))
 
 
+def init_variables(model, rng: jax.Array, *args, **kwargs) -> dict:
+  """``model.init(rng, *args, **kwargs)`` compiled as one program. Called op by op, init
+  compiles every initializer and every layer's first call separately: hundreds of small XLA
+  programs, tens of seconds for a U-Net on a CPU. The values are the same."""
+  return jax.jit(functools.partial(model.init, **kwargs))(rng, *args)
+
+
 def create(config: ml_collections.ConfigDict, model, rng: jax.Array, x: jax.Array,
            state_class=State, **fields) -> State:
   """Initialises ``model`` on ``x[:1]`` and the optimizer of ``config``; ``fields`` are extra
   fields of ``state_class``."""
-  variables = model.init(rng, jnp.asarray(x[:1]), train=False)
+  variables = init_variables(model, rng, jnp.asarray(x[:1]), train=False)
   return state_class.create(apply_fn=model.apply, params=variables["params"],
                             tx=optim.optimizer(config),
                             batch_stats=variables.get("batch_stats", {}), **fields)
