@@ -50,10 +50,12 @@ def _py(v):
   return v.item() if v.ndim == 0 else v.tolist()
 
 
-def progress(total: int, initial: int, desc: str) -> tqdm.tqdm:
-  """The training progress bar (to stderr; quiet when ``M2M_NO_PROGRESS`` is set)."""
-  return tqdm.tqdm(total=total, initial=initial, desc=desc, unit="step", dynamic_ncols=True,
-                   disable=bool(os.environ.get("M2M_NO_PROGRESS")), mininterval=1.0)
+def progress(total: int, initial: int, desc: str, unit: str = "step") -> tqdm.tqdm:
+  """A progress bar over range(initial, total) (to stderr; quiet when ``M2M_NO_PROGRESS`` is
+  set)."""
+  return tqdm.tqdm(range(initial, total), total=total, initial=initial, desc=desc, unit=unit,
+                   dynamic_ncols=True, disable=bool(os.environ.get("M2M_NO_PROGRESS")),
+                   mininterval=1.0)
 
 
 def write_json(path: str, obj: dict) -> None:
@@ -131,6 +133,18 @@ def plot_images(images: np.ndarray, titles: Sequence[str], path: str, cols: int 
     ax.set_title(title, fontsize=8)
   fig.tight_layout()
   fig.savefig(path, dpi=110)
+
+
+def mosaic(images: np.ndarray, cols: int, gap: int = 1) -> np.ndarray:
+  """Images (N, H, W, C), clipped to [0, 1], tiled ``cols`` to a row with ``gap`` white pixels
+  between them: (rows (H + gap) - gap, cols (W + gap) - gap, C)."""
+  n, h, w, c = images.shape
+  rows = -(-n // cols)
+  canvas = np.ones((rows * (h + gap) - gap, cols * (w + gap) - gap, c), np.float32)
+  for i, img in enumerate(np.clip(images, 0, 1)):
+    r, q = divmod(i, cols)
+    canvas[r * (h + gap):r * (h + gap) + h, q * (w + gap):q * (w + gap) + w] = img
+  return canvas
 
 
 def plot_regression(target: np.ndarray, prediction: np.ndarray, path: str, title: str = "",

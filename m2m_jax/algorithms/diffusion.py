@@ -13,8 +13,9 @@ predicted noise over the image's pixels at a time t and noise drawn from a key d
 image itself (:func:`m2m_jax.algorithms.denoise.image_keys`, so independent of batching), the
 original's unit; ``eps_mse_raw``, the same with the raw weights; and ``eps_mse_t<k>`` at fixed
 times k = T/10, T/2, 9T/10. After training, :func:`final_metrics` draws ``config.fd.num_samples``
-images by T-step ancestral sampling (``ddpm``) and by ``config.ddim_steps``-step deterministic
-DDIM (``ddim``) from fixed keys and judges both (:mod:`m2m_jax.algorithms.sample_quality`):
+images by T-step ancestral sampling (``ddpm``) and by ``config.ddim_steps``-step DDIM
+(``ddim``; deterministic at ``config.ddim_eta`` = 0, as stochastic as ancestral sampling at 1)
+from fixed keys and judges both (:mod:`m2m_jax.algorithms.sample_quality`):
 ``ddpm_fd``, ``ddim_fd``, ``fd_real``, confidences and class counts.
 
 The original's bugs, fixed: it trained on [0, 1] images and decoded samples as if in [-1, 1];
@@ -49,6 +50,7 @@ class State(nets.State):
   schedule: diffusion.Schedule = None
   ema_decay: float = flax.struct.field(pytree_node=False, default=0.999)
   ddim_steps: int = flax.struct.field(pytree_node=False, default=50)
+  ddim_eta: float = flax.struct.field(pytree_node=False, default=0.0)
 
 
 def to_model(x: jax.Array) -> jax.Array:
@@ -77,6 +79,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
                       f"{config.model_name!r}.")
   choose("beta_schedule", config.beta_schedule, diffusion.SCHEDULES)
   diffusion.ddim_timesteps(config.diffusion_steps, config.ddim_steps)  # checks T and S
+  if not 0 <= config.get("ddim_eta", 0.0) <= 1:
+    raise ConfigError(f"ddim_eta must lie in [0, 1]; got {config.ddim_eta}.")
   if not 0 <= config.ema_decay < 1:
     raise ConfigError(f"ema_decay must lie in [0, 1); got {config.ema_decay}.")
   if config.sample_batch_size <= 0:
@@ -91,11 +95,13 @@ def init(config: ml_collections.ConfigDict, rng: jax.Array, batch: dict) -> Stat
     raise DataError(f"diffusion needs images of shape (B, H, W, C); dataset {config.dataset!r} "
                     f"gives shape {x.shape}.")
   model = nets.build_model(config)
-  variables = model.init(rng, to_model(jnp.asarray(x[:1])), jnp.zeros(1, jnp.int32))
+  variables = nets.init_variables(model, rng, to_model(jnp.asarray(x[:1])),
+                                  jnp.zeros(1, jnp.int32))
   return State.create(apply_fn=model.apply, params=variables["params"],
                       tx=optim.optimizer(config), batch_stats={},
                       ema_params=variables["params"], ema_decay=float(config.ema_decay),
                       ddim_steps=int(config.ddim_steps),
+                      ddim_eta=float(config.get("ddim_eta", 0.0)),
                       schedule=diffusion.make_schedule(config.beta_schedule,
                                                        config.diffusion_steps))
 
@@ -156,25 +162,24 @@ def eval_step(state: State, batch: dict) -> dict:
 def sample(state: State, key: jax.Array, shape: tuple, sampler: str = "ddpm",
            clip: bool = True) -> jax.Array:
   """Images (B, H, W, C) in [0, 1] drawn with the EMA weights: ``'ddpm'`` by T ancestral steps,
-  ``'ddim'`` by ``state.ddim_steps`` deterministic DDIM steps (eta = 0)."""
+  ``'ddim'`` by ``state.ddim_steps`` DDIM steps of ``state.ddim_eta``."""
   choose("sampler", sampler, ("ddpm", "ddim"))
   eps_fn = lambda xt, t: _eps(state, state.ema_params, xt, t)
   if sampler == "ddpm":
     x = diffusion.sample_ancestral(state.schedule, eps_fn, key, shape, clip)
   else:
-    x = diffusion.sample_ddim(state.schedule, eps_fn, key, shape, state.ddim_steps, 0.0, clip)
+    x = diffusion.sample_ddim(state.schedule, eps_fn, key, shape, state.ddim_steps,
+                              state.ddim_eta, clip)
   return to_image(x)
 
 
 def draw(config: ml_collections.ConfigDict, state: State, num: int, shape: tuple,
          sampler: str) -> np.ndarray:
   """``num`` images (num, *shape) in batches of at most ``config.sample_batch_size``, batch i
-  from ``fold_in(SAMPLE_KEY, i)``."""
-  batch = min(config.sample_batch_size, num)
-  parts = [np.asarray(sample(state, jax.random.fold_in(jax.random.key(SAMPLE_KEY), i),
-                             (batch, *shape), sampler))
-           for i in range(-(-num // batch))]
-  return np.concatenate(parts)[:num]
+  from ``fold_in(SAMPLE_KEY, i)`` (:func:`sample_quality.draw`)."""
+  return sample_quality.draw(lambda k, b: sample(state, k, (b, *shape), sampler), num,
+                             jax.random.key(SAMPLE_KEY), config.sample_batch_size,
+                             f"{sampler.upper()} samples")
 
 
 def _image_shape(dataset) -> tuple:
@@ -201,20 +206,9 @@ def _chain(state: State, key: jax.Array, shape: tuple) -> tuple[jax.Array, jax.A
   return diffusion.sample_ancestral(state.schedule, eps_fn, key, shape, trajectory=1)
 
 
-def _grid(images: np.ndarray, cols: int) -> np.ndarray:
-  """(N, H, W, C) -> one (rows (H + 1) - 1, cols (W + 1) - 1, C) mosaic with 1-pixel gaps."""
-  n, h, w, c = images.shape
-  rows = -(-n // cols)
-  out = np.ones((rows * (h + 1) - 1, cols * (w + 1) - 1, c), np.float32)
-  for i, img in enumerate(images):
-    r, q = divmod(i, cols)
-    out[r * (h + 1):r * (h + 1) + h, q * (w + 1):q * (w + 1) + w] = img
-  return out
-
-
 def _plot_grid(images: np.ndarray, title: str, path: str) -> None:
   fig, ax = report.figure(figsize=(8, len(images) // 8 + 0.4))
-  grid = _grid(images, 8)
+  grid = report.mosaic(images, 8)
   ax.imshow(grid[..., 0] if grid.shape[-1] == 1 else grid, cmap="gray", vmin=0, vmax=1)
   ax.set_title(title, fontsize=10)
   ax.axis("off")
@@ -232,7 +226,7 @@ def figures(state: State, outputs: dict, dataset, outdir: str, n: int = 16) -> N
   _plot_grid(np.asarray(to_image(x)), f"EMA samples, ancestral, {num_steps} steps",
              os.path.join(outdir, "samples_ddpm.png"))
   _plot_grid(np.asarray(sample(state, key, (n, *shape), "ddim")),
-             f"EMA samples, DDIM, {state.ddim_steps} steps",
+             f"EMA samples, DDIM, {state.ddim_steps} steps, eta {state.ddim_eta:g}",
              os.path.join(outdir, "samples_ddim.png"))
   times = sorted({num_steps - 1, *(int(f * num_steps) for f in (0.8, 0.6, 0.4, 0.3, 0.2, 0.1,
                                                                   0.05)), 0}, reverse=True)

@@ -159,7 +159,7 @@ def init(config: ml_collections.ConfigDict, rng: jax.Array, batch: dict) -> Stat
   z = jax.random.normal(z_key, (config.snapshot_samples, model.latent_dim))
 
   def player(key, inputs, method):
-    variables = model.init(key, inputs, train=False, method=method)
+    variables = nets.init_variables(model, key, inputs, train=False, method=method)
     return nets.State.create(apply_fn=model.apply, params=variables["params"],
                              tx=optimizer(config), batch_stats=variables["batch_stats"])
 
@@ -268,10 +268,11 @@ _sample = jax.jit(sample)
 
 
 def draw(state: State, n: int, key: jax.Array) -> np.ndarray:
-  """``n`` samples (n, S, S, C) in [0, 1] from the noise N(0, I) of ``key``, in batches."""
-  z = jax.random.normal(key, (n, state.fixed_z.shape[1]))
-  return np.concatenate([np.asarray(_sample(state, z[i:i + SAMPLE_BATCH]))
-                         for i in range(0, n, SAMPLE_BATCH)])
+  """``n`` samples (n, S, S, C) in [0, 1], batch i from the noise N(0, I) of
+  ``fold_in(key, i)`` (:func:`sample_quality.draw`)."""
+  latent = state.fixed_z.shape[1]
+  return sample_quality.draw(lambda k, b: _sample(state, jax.random.normal(k, (b, latent))), n,
+                             key, SAMPLE_BATCH, "GAN samples")
 
 
 def final_metrics(config: ml_collections.ConfigDict, state: State, dataset) -> dict:
@@ -281,18 +282,6 @@ def final_metrics(config: ml_collections.ConfigDict, state: State, dataset) -> d
   if not n:
     return {}
   return sample_quality.evaluate(config, dataset, {"": draw(state, n, jax.random.key(SAMPLE_KEY))})
-
-
-def mosaic(images: np.ndarray, cols: int, gap: int = 1) -> np.ndarray:
-  """Images (N, H, W, C) tiled ``cols`` to a row with ``gap`` white pixels between them ->
-  (rows (H + gap) - gap, cols (W + gap) - gap, C)."""
-  n, h, w, c = images.shape
-  rows = -(-n // cols)
-  canvas = np.ones((rows * (h + gap) - gap, cols * (w + gap) - gap, c), np.float32)
-  for i, img in enumerate(np.clip(images, 0, 1)):
-    r, q = divmod(i, cols)
-    canvas[r * (h + gap):r * (h + gap) + h, q * (w + gap):q * (w + gap) + w] = img
-  return canvas
 
 
 def _show(ax, image: np.ndarray) -> None:
@@ -311,7 +300,7 @@ def figures(state: State, outputs: dict, dataset, outdir: str, n: int = 64) -> N
   size = (0.5 * snaps.shape[1] + 1, 0.6 * len(steps) + 0.4)
   fig, axes = report.figure(len(steps), 1, figsize=size, squeeze=False)
   for ax, row, step in zip(axes[:, 0], snaps, steps):
-    _show(ax, mosaic(row, cols=len(row)))
+    _show(ax, report.mosaic(row, cols=len(row)))
     ax.set_ylabel(f"step {step}", rotation=0, ha="right", va="center", fontsize=8)
   axes[0, 0].set_title("G(fixed z) over training")
   fig.tight_layout()
@@ -321,7 +310,7 @@ def figures(state: State, outputs: dict, dataset, outdir: str, n: int = 64) -> N
   fig, axes = report.figure(1, 2, figsize=(9, 4.8))
   for ax, images, title in zip(axes, (draw(state, n, jax.random.key(SAMPLE_KEY)), real),
                                ("generated", "real (test split)")):
-    _show(ax, mosaic(images, cols=8))
+    _show(ax, report.mosaic(images, cols=8))
     ax.set_title(title)
   fig.tight_layout()
   fig.savefig(os.path.join(outdir, "samples.png"), dpi=110)
@@ -331,6 +320,6 @@ def figures(state: State, outputs: dict, dataset, outdir: str, n: int = 64) -> N
   for key, name in (("d_real", "test images"), ("d_fake", "generated")):
     ax.hist(outputs[key], bins, alpha=0.6, label=f"{name} (mean {outputs[key].mean():.2f})")
   ax.set(xlabel="D(x): probability of real", ylabel="images", title="the discriminator at the end")
-  ax.legend(fontsize=8)
+  ax.legend(fontsize=8, loc="upper center")
   fig.tight_layout()
   fig.savefig(os.path.join(outdir, "discriminator.png"), dpi=110)

@@ -17,6 +17,10 @@ The judge also reports how sure it is of each sample (``confidence``, its mean m
 probability; real test digits score about 0.99) and which classes the samples fall in
 (``classes``: how many of the dataset's classes the judge assigns to at least 1% of them; a
 collapsed generator covers few).
+
+A model of sequences is judged on the images its frames come from: ``config.fd.dataset`` names
+that dataset (the latent ODE's rotating mnist5k digits are judged against mnist5k), and the
+judge, the reference and ``fd_real`` are then that dataset's.
 """
 
 import hashlib
@@ -24,13 +28,14 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from m2m_jax import configlib, data, train
+from m2m_jax import configlib, data, report, train
 from m2m_jax.errors import DataError
 from m2m_jax.ops import metrics
 
@@ -41,8 +46,9 @@ def default_config() -> ml_collections.ConfigDict:
   """``config.fd`` of a generative model: ``num_samples`` generated images to judge (0: no
   judging; -1: as many as the test split holds), ``judge_epochs`` of the judge's training (0:
   the cnn config's own), ``cache_dir`` for trained judges (``''``: ``$M2M_CACHE_DIR`` or
-  ``~/.cache/m2m_jax``)."""
-  return ml_collections.ConfigDict({"num_samples": -1, "judge_epochs": 0.0, "cache_dir": ""})
+  ``~/.cache/m2m_jax``) and the ``dataset`` to judge against (``''``: the model's own)."""
+  return ml_collections.ConfigDict({"num_samples": -1, "judge_epochs": 0.0, "cache_dir": "",
+                                    "dataset": ""})
 
 
 def num_samples(config: ml_collections.ConfigDict, dataset: data.Dataset) -> int:
@@ -51,12 +57,25 @@ def num_samples(config: ml_collections.ConfigDict, dataset: data.Dataset) -> int
   return len(dataset.test) if n < 0 else n
 
 
+def draw(sample: Callable[[jax.Array, int], jax.Array], n: int, key: jax.Array,
+         batch: int = 500, desc: str = "sampling") -> np.ndarray:
+  """``n`` samples (n, ...) from ``sample(key_i, b)``, which draws b = min(batch, n) of them
+  from the key ``fold_in(key, i)`` for i = 0, 1, ..., with a progress bar."""
+  b = min(batch, n)
+  parts = [np.asarray(sample(jax.random.fold_in(key, i), b))
+           for i in report.progress(-(-n // b), 0, desc, unit="batch")]
+  return np.concatenate(parts)[:n]
+
+
 def judge_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """The judge: ``configs/cnn.py`` (its ``mnist5k`` preset for mnist5k, else its default) on
-  the dataset of ``config`` with its loader options, seed 0."""
-  judge = configlib.load("cnn", "mnist5k" if config.dataset == "mnist5k" else None)
-  judge.dataset = config.dataset
-  judge.data = ml_collections.ConfigDict(config.data.to_dict())
+  """The judge: ``configs/cnn.py`` (its ``mnist5k`` preset for mnist5k, else its default),
+  seed 0, on ``config.fd.dataset`` with that preset's loader options when it is set, else on
+  the dataset of ``config`` with its loader options."""
+  name = config.fd.get("dataset") or config.dataset
+  judge = configlib.load("cnn", "mnist5k" if name == "mnist5k" else None)
+  judge.dataset = name
+  if name == config.dataset:
+    judge.data = ml_collections.ConfigDict(config.data.to_dict())
   judge.seed = 0
   if config.fd.judge_epochs:
     judge.num_epochs = float(config.fd.judge_epochs)
@@ -73,7 +92,7 @@ def judge_workdir(config: ml_collections.ConfigDict) -> str:
   config, so a changed judge is trained anew."""
   judge = judge_config(config)
   digest = hashlib.sha1(judge.to_json(sort_keys=True).encode()).hexdigest()[:12]
-  name = config.dataset.replace(":", "_").replace("/", "_")
+  name = judge.dataset.replace(":", "_").replace("/", "_")
   return os.path.join(_cache_root(config), "judges", f"{name}-{digest}")
 
 
@@ -122,8 +141,9 @@ def evaluate(config: ml_collections.ConfigDict, dataset: data.Dataset,
 
   Args:
     config: the generative model's config (``config.fd``, ``config.dataset``, ``config.data``).
-    dataset: its dataset.
-    samples: a name -> generated images (N, H, W, C) in [0, 1], shaped like the dataset's.
+    dataset: its dataset (unused when ``config.fd.dataset`` names another).
+    samples: a name -> generated images (N, H, W, C) in [0, 1], shaped like the judged
+      dataset's.
 
   Returns:
     For each name n, with the prefix ``n_`` unless n is ``''``: ``fd`` (against the training
@@ -133,6 +153,9 @@ def evaluate(config: ml_collections.ConfigDict, dataset: data.Dataset,
   if not num_samples(config, dataset):
     return {}
   state, accuracy = load_judge(config)
+  if config.fd.get("dataset"):
+    judge = judge_config(config)
+    dataset = data.load(judge.dataset, **judge.data)
   test_images = _all(dataset.test)
   reference = metrics.gaussian_fit(judge_images(state, _all(dataset.train))[0])
   real = metrics.gaussian_fit(judge_images(state, test_images)[0])

@@ -225,11 +225,10 @@ def prior_samples(state: State, key: jax.Array, n: int) -> jax.Array:
 
 
 def sample_images(state: State, n: int, batch: int = 500) -> np.ndarray:
-  """n prior samples (n, H, W, C), drawn ``batch`` at a time from keys folded from SAMPLE_KEY."""
-  key = jax.random.key(SAMPLE_KEY)
-  parts = [np.asarray(prior_samples(state, jax.random.fold_in(key, i), batch))
-           for i in range(-(-n // batch))]
-  return np.concatenate(parts)[:n]
+  """n prior samples (n, H, W, C), drawn ``batch`` at a time from keys folded from SAMPLE_KEY
+  (:func:`sample_quality.draw`)."""
+  return sample_quality.draw(functools.partial(prior_samples, state), n,
+                             jax.random.key(SAMPLE_KEY), batch, "VAE prior samples")
 
 
 def final_metrics(config: ml_collections.ConfigDict, state: State, dataset) -> dict:
