@@ -164,10 +164,12 @@ def test_original_size():
 
 
 def _tiny_config(**overrides):
-  """The default preset on 8x8 digits rotated on the fly through 6 quarter turns (exact),
-  frames 0..3 observed but 2, frames 4 and 5 extrapolated."""
+  """The default preset on 16x16 digits rotated on the fly through 6 quarter turns (exact),
+  frames 0..3 observed but 2, frames 4 and 5 extrapolated; 64 prior samples' first frames
+  judged as digits."""
   c = configlib.load("latent_ode")
-  c.dataset, c.data = "digits", ml_collections.ConfigDict()
+  c.dataset, c.data = "digits", ml_collections.ConfigDict({"upsample": 2})
+  c.fd.dataset, c.fd.num_samples, c.fd.judge_epochs = "digits", 64, 2.0
   c.rotation.num_frames, c.rotation.angle_step = 6, 90.0
   c.observed, c.heldout = 4, (2,)
   c.model.update(latent=4, encoder_widths=(16,), hidden=16, dynamics_widths=(16,),
@@ -198,9 +200,23 @@ def test_tiny_training_improves_the_held_out_elbo(trained):
   assert after["interp_mse"] < after["interp_mse_nearest"]
   assert after["extrap_mse"] < after["extrap_mse_nearest"]
   np.testing.assert_allclose(after["neg_elbo"], after["recon"] + after["kl"], rtol=1e-5)
-  assert {"sequences.png", "latent_trajectories.png", "curves.png"} <= set(
+  assert {"sequences.png", "prior_sequences.png", "latent_trajectories.png", "curves.png"} <= set(
       os.listdir(os.path.join(workdir, "figures")))
   assert np.mean(losses[-10:]) < 0.6 * losses[0]
+  # The prior samples' first frames, judged as digits: worse than real digits, but digits.
+  assert after["fd"] > after["fd_real"] > 0 and after["judge_accuracy"] > 0.8
+  assert after["classes"] >= 2
+
+
+def test_prior_samples_start_with_the_frames_that_are_judged(trained):
+  state = train.load_state(_tiny_config(), trained[2])
+  key = jax.random.key(3)
+  t = jnp.broadcast_to(jnp.linspace(0, 1, 6), (5, 6))
+  seqs, frames = algo.prior_sequences(state, key, t), algo.prior_frames(state, key, 5)
+  assert seqs.shape == (5, 6, 16, 16, 1) and frames.shape == (5, 16, 16, 1)
+  np.testing.assert_allclose(seqs[:, 0], frames, atol=1e-6)
+  assert 0 <= frames.min() and frames.max() <= 1
+  assert np.abs(seqs[:, 5] - seqs[:, 0]).max() > 0.1  # the digits turn
 
 
 def test_rotation_turns_tfds_mnist_into_the_original_sequences(mock_tfds):

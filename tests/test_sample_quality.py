@@ -71,6 +71,22 @@ def test_real_digits_score_the_baseline_and_noise_does_not(digits):
   assert os.path.getmtime(os.path.join(workdir, "summary.json")) == mtime
 
 
+def test_a_model_of_other_data_is_judged_on_the_dataset_fd_names(digits):
+  """A model of sequences (here the spirals) judged against digits: the judge, the reference
+  and the real-vs-real baseline are then the digits'."""
+  config, dataset = digits
+  other = ml_collections.ConfigDict({"dataset": "spirals", "data": {"noise": 0.3},
+                                     "fd": config.fd.to_dict()})
+  other.fd.dataset = "digits"
+  assert sample_quality.judge_config(other).data.to_dict() == {"upsample": 2}
+  assert sample_quality.judge_workdir(other) == sample_quality.judge_workdir(config)
+  real = dataset.test[np.arange(len(dataset.test))]["x"]
+  out = sample_quality.evaluate(other, data.load("spirals"), {"": real})
+  assert out["fd"] == pytest.approx(out["fd_real"]) and out["classes"] == 10
+  with pytest.raises(DataError, match=r"shape \(N, 16, 16, 1\)"):
+    sample_quality.evaluate(other, data.load("spirals"), {"": np.zeros((4, 28, 28, 1))})
+
+
 def test_bad_samples_and_disabled_judging(digits):
   config, dataset = digits
   with pytest.raises(DataError, match=r"shape \(N, 16, 16, 1\)"):

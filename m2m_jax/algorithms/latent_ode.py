@@ -22,12 +22,18 @@ probabilities for Bernoulli), on the held-out interior frames and on the frames 
 window; and the same errors of the nearest observed frame (``*_nearest``), the baseline that
 a model of the motion has to beat.
 
+Sample quality (:mod:`m2m_jax.algorithms.sample_quality`): sequences drawn from the prior,
+z0 ~ N(0, I), start at t_0 with an unrotated image, so their first frames are judged against
+the images the sequences are made of (``config.fd.dataset``: mnist5k for rotating mnist5k
+digits), as the VAE's prior samples are.
+
 Image datasets (examples (H, W, C), such as tfds MNIST) become sequences on the fly when
 ``config.rotation.num_frames`` is positive: every image rotated through ``num_frames`` angles
 ``k * angle_step`` degrees (:func:`m2m_jax.data.sequences.rotate`) at times
 ``linspace(0, 1, num_frames)``: the original's RotatingMNIST.
 """
 
+import functools
 import os
 
 import flax.struct
@@ -37,7 +43,7 @@ import ml_collections
 import numpy as np
 
 from m2m_jax import report
-from m2m_jax.algorithms import nets
+from m2m_jax.algorithms import nets, sample_quality
 from m2m_jax.data.sequences import rotate
 from m2m_jax.errors import ConfigError, DataError, choose
 from m2m_jax.models import latent_ode as model_lib
@@ -45,6 +51,7 @@ from m2m_jax.ops import optim
 
 LIKELIHOODS = ("bernoulli", "gaussian")
 EVAL_KEY = 20240602  # the test sample's seed
+SAMPLE_KEY = 20240604  # the prior samples' seed (figures and sample quality)
 
 
 class State(nets.State):
@@ -180,7 +187,8 @@ def init(config: ml_collections.ConfigDict, rng: jax.Array, batch: dict) -> Stat
     raise ConfigError(f"heldout frames {s['heldout']} must lie inside the observed window: "
                       f"between 1 and observed - 2 = {observed - 2}.")
   model = nets.build_model(config, frame_shape=tuple(x.shape[2:]))
-  variables = model.init(rng, jnp.asarray(x[:1]), jnp.asarray(t[:1]), method=model.initialize)
+  variables = nets.init_variables(model, rng, jnp.asarray(x[:1]), jnp.asarray(t[:1]),
+                                  method=model.initialize)
   return State.create(apply_fn=model.apply, params=variables["params"],
                       tx=optim.optimizer(config), batch_stats={}, latent=model.latent,
                       likelihood=s["likelihood"], obs_std=s["obs_std"], num_frames=num_frames,
@@ -272,6 +280,33 @@ def eval_step(state: State, batch: dict) -> dict:
   return outputs
 
 
+@functools.partial(jax.jit, static_argnums=2)
+def prior_frames(state: State, key: jax.Array, n: int) -> jax.Array:
+  """The first frames of n sequences from the prior, z0 ~ N(0, I) from ``key``: expected
+  frames (n, *frame_shape) decoded from z(t_0) = z0."""
+  z0 = jax.random.normal(key, (n, state.latent))
+  return mean_frames(state, _apply(state, state.params, z0, method="decode"))
+
+
+@jax.jit
+def prior_sequences(state: State, key: jax.Array, t: jax.Array) -> jax.Array:
+  """Expected frames (B, T, ...) of B sequences from the prior at the times t (B, T)."""
+  z0 = jax.random.normal(key, (t.shape[0], state.latent))
+  return mean_frames(state, _render(state, state.params, z0, t)[0])
+
+
+def final_metrics(config: ml_collections.ConfigDict, state: State, dataset) -> dict:
+  """FD, confidence and classes of the first frames of ``config.fd.num_samples`` sequences
+  from the prior (-1: as many as the test split), judged on ``config.fd.dataset``; {} when
+  there is no ``config.fd`` or it asks for no samples."""
+  n = sample_quality.num_samples(config, dataset) if "fd" in config else 0
+  if n <= 0:
+    return {}
+  frames = sample_quality.draw(functools.partial(prior_frames, state), n,
+                               jax.random.key(SAMPLE_KEY), desc="latent ODE prior samples")
+  return sample_quality.evaluate(config, dataset, {"": frames})
+
+
 # --- figures --------------------------------------------------------------------------------
 
 def _roles(state: State) -> list[str]:
@@ -289,7 +324,8 @@ def refine(t: jax.Array, k: int) -> jax.Array:
 
 def figures(state: State, outputs: dict, dataset, outdir: str, n: int = 4) -> None:
   """``sequences.png`` (images) or ``spirals.png`` (2-D points): ``n`` test sequences, truth
-  against the prediction from the observed frames; ``latent_trajectories.png``: the first two
+  against the prediction from the observed frames; ``prior_sequences.png`` (images): ``n``
+  sequences drawn from the prior; ``latent_trajectories.png``: the first two
   principal components of z(t) on a dense time grid for 32 test sequences. One solve on a
   grid that refines the frames' times, with the solver's steps of the evaluation."""
   idx = np.unique(np.linspace(0, len(dataset.test) - 1, 32).astype(int))
@@ -303,6 +339,10 @@ def figures(state: State, outputs: dict, dataset, outdir: str, n: int = 4) -> No
   if x.ndim == 5:
     _plot_frames(state, np.asarray(x)[show], np.asarray(pred)[show], np.asarray(t)[show],
                  os.path.join(outdir, "sequences.png"))
+    prior = np.asarray(prior_sequences(state, jax.random.key(SAMPLE_KEY), t[:n]))
+    report.plot_images(prior.reshape(-1, *prior.shape[2:]),
+                       [f"prior t={v:.2f}" for v in np.asarray(t[:n]).ravel()],
+                       os.path.join(outdir, "prior_sequences.png"), cols=state.num_frames)
   elif x.shape[-1] == 2:
     _plot_spirals(state, np.asarray(x)[show], np.asarray(pred_dense)[show],
                   os.path.join(outdir, "spirals.png"))
