@@ -14,7 +14,13 @@ covered; measured on 2 CPU cores shared with other jobs (load average 10-19), ja
            fd_real 2.78 (judge accuracy 97.7%). 277 s on the idle 2 cores (2 min training,
            2.5 min sampling; 2,456 s under load).
            The ancestral samples are digit-like strokes, some legible; 50-step DDIM of this
-           short-trained network leaves visible noise (the higher FD).
+           short-trained network leaves visible noise (the higher FD). Why: from the same 200
+           starting points of this trained network, deterministic DDIM gives FD 393 / 351 /
+           346 at 50 / 200 / 1000 steps, stochastic DDIM (ddim_eta = 1) 186 at 50 steps and
+           146 at 1000 (ancestral: 150). The gap comes from determinism, not from the step
+           count: fresh noise at every step corrects the briefly trained network's errors,
+           while the deterministic path carries them to the end. `--config.ddim_eta=1` samples
+           20 times faster than ancestral sampling at FD 186 against 150.
   digits   scikit-learn digits upsampled to 16x16 (1,438 / 359, 16 -> 8 -> 4), the same network
            and schedule, 30 epochs (660 steps), 200 samples per sampler: eps-MSE 0.0774
            (t = 100 / 500 / 900: 0.134 / 0.065 / 0.015); digits FD ddpm 49.6 (confidence
@@ -52,6 +58,7 @@ def default():
   c.beta_schedule = "cosine"
   c.diffusion_steps = 1000     # T; ancestral sampling takes all T steps
   c.ddim_steps = 50
+  c.ddim_eta = 0.0             # 0: deterministic DDIM; 1: as stochastic as ancestral steps
   c.ema_decay = 0.995
   c.sample_batch_size = 250
   c.fd = sample_quality.default_config()

@@ -222,6 +222,8 @@ def test_ema_in_the_train_step_and_samples(trained):
   again = algo.sample(state, jax.random.key(0), (3, 16, 16, 1), "ddim")
   np.testing.assert_array_equal(images, again)
   assert 0 <= float(images.min()) and float(images.max()) <= 1
+  noisy = algo.sample(state.replace(ddim_eta=1.0), jax.random.key(0), (3, 16, 16, 1), "ddim")
+  assert 0.01 < float(jnp.abs(noisy - images).mean())  # eta = 1 adds noise at every step
 
 
 def test_eval_does_not_depend_on_the_batch(trained):
@@ -250,6 +252,10 @@ def test_bad_input_is_refused(tmp_path):
   config = _tiny_config()
   config.ddim_steps = 101
   with pytest.raises(ConfigError, match=r"ddim_steps must be an integer in \[1, T = 100\]"):
+    configlib.validate(config, 1)
+  config = _tiny_config()
+  config.ddim_eta = 1.5
+  with pytest.raises(ConfigError, match=r"ddim_eta must lie in \[0, 1\]; got 1.5"):
     configlib.validate(config, 1)
   config = _tiny_config()
   config.ema_decay = 1.0
