@@ -1,10 +1,10 @@
 """One training step (forward, backward, Adam update) of m2m_jax models against PyTorch (CPU).
 
 Both frameworks run the same architecture on the same random batch in the same process. JAX runs
-the algorithm's ``train_step`` (``classifier``, or ``segmentation`` for the U-Net) jitted with
-the state donated, as the shared loop does; PyTorch runs an ``nn.Module`` with
-``torch.optim.Adam`` (zero_grad, the same loss: cross-entropy, or BCE + soft Dice; backward,
-step) on
+the algorithm's ``train_step`` (``classifier``, ``segmentation`` for the U-Net, ``vae`` for the
+VAE) jitted with the state donated, as the shared loop does; PyTorch runs an ``nn.Module`` with
+``torch.optim.Adam`` (zero_grad, the same loss: cross-entropy, BCE + soft Dice, or the negative
+ELBO with a fresh reparameterisation noise; backward, step) on
 ``--torch-threads`` threads (default ``os.cpu_count()``). Compile (the first JAX call, as
 ``compile_time_s`` in the loop's summary) is timed apart; steady state is the best of
 ``--repeats`` runs of ``--steps`` steps, JAX and PyTorch repeats interleaved so that load from
@@ -44,7 +44,8 @@ class Spec:
   model: dict
   shape: tuple[int, ...]  # one example, channels last (H, W, C) or (features,)
   torch_model: Callable[[], nn.Module]
-  algorithm: str = "classifier"  # or "segmentation": the target is a mask of the input's size
+  algorithm: str = "classifier"  # "segmentation": the target is a mask of the input's size;
+                                 # "vae": the target is the input, pixels in [0, 1]
 
 
 def torch_mlp(features: int, hidden: Sequence[int]) -> nn.Module:
@@ -139,6 +140,36 @@ class TorchUNet(nn.Module):
     return self.head(x)
 
 
+class TorchVAE(nn.Module):
+  """m2m_jax.models.vae.VAE: [conv4x4 s2 -> ReLU]* -> linear heads (mean, logvar); z = mean +
+  exp(logvar / 2) eps; linear -> ReLU -> [convT4x4 s2 -> ReLU]* -> convT4x4 s2 (logits). Its
+  forward returns the batch's mean negative ELBO under a Bernoulli likelihood, as
+  ``algorithms.vae`` with ``binarize=False`` (the original's loss)."""
+
+  def __init__(self, channels: int, widths: Sequence[int], latent: int, side: int):
+    super().__init__()
+    conv = dict(kernel_size=4, stride=2, padding=1)
+    ins = [channels, *widths[:-1]]
+    self.down = nn.Sequential(*(m for cin, w in zip(ins, widths)
+                                for m in (nn.Conv2d(cin, w, **conv), nn.ReLU())))
+    self.base = (widths[-1], side >> len(widths), side >> len(widths))
+    flat = math.prod(self.base)
+    self.mean, self.logvar = nn.Linear(flat, latent), nn.Linear(flat, latent)
+    self.expand = nn.Linear(latent, flat)
+    outs = [*reversed(widths[:-1]), channels]
+    ups = [nn.ConvTranspose2d(cin, cout, **conv) for cin, cout in zip(reversed(widths), outs)]
+    self.up = nn.Sequential(*(m for u in ups[:-1] for m in (u, nn.ReLU())), ups[-1])
+
+  def forward(self, x):
+    h = self.down(x).flatten(1)
+    mean, logvar = self.mean(h), self.logvar(h)
+    z = mean + torch.exp(0.5 * logvar) * torch.randn_like(mean)
+    logits = self.up(F.relu(self.expand(z)).view(-1, *self.base))
+    recon = F.binary_cross_entropy_with_logits(logits, x, reduction="none").sum((1, 2, 3))
+    kl = 0.5 * (mean ** 2 + logvar.exp() - 1 - logvar).sum(1)
+    return (recon + kl).mean()
+
+
 def specs(mlp_in: int, mlp_hidden: tuple[int, ...]) -> dict[str, Spec]:
   """Every benchmarked model by its name on the command line."""
   return {
@@ -149,13 +180,17 @@ def specs(mlp_in: int, mlp_hidden: tuple[int, ...]) -> dict[str, Spec]:
       "resnet20": Spec("resnet20", {}, (32, 32, 3), lambda: torch_resnet_cifar(3, (3, 3, 3), 16)),
       "unet": Spec("unet", {"widths": (16, 32, 64)}, (32, 32, 1),
                    lambda: TorchUNet(1, (16, 32, 64)), "segmentation"),
+      "vae": Spec("vae", {"widths": (32, 64, 128), "latent": 20}, (32, 32, 3),
+                  lambda: TorchVAE(3, (32, 64, 128), 20, 32), "vae"),
   }
 
 
 def random_batch(spec: Spec, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
   """Standard normal inputs (B, *shape) float32 and uniform labels (B,) int32, or for
-  segmentation binary masks (B, H, W, 1) float32."""
+  segmentation binary masks (B, H, W, 1) float32; for the VAE uniform pixels in [0, 1]."""
   rng = np.random.default_rng(0)
+  if spec.algorithm == "vae":
+    return rng.random((batch_size, *spec.shape), dtype=np.float32), np.zeros(batch_size, np.int32)
   x = rng.standard_normal((batch_size, *spec.shape), dtype=np.float32)
   if spec.algorithm == "segmentation":
     return x, (rng.random((*x.shape[:3], 1)) < 0.3).astype(np.float32)
@@ -203,6 +238,7 @@ class TorchStep:
     self.num_params = sum(p.numel() for p in self.model.parameters())
     channels_first = lambda a: np.ascontiguousarray(a.transpose(0, 3, 1, 2) if a.ndim == 4 else a)
     self.x = torch.from_numpy(channels_first(x))
+    self.algorithm = spec.algorithm
     self.segmentation = spec.algorithm == "segmentation"
     self.y = torch.from_numpy(channels_first(y)) if self.segmentation else torch.from_numpy(y).long()
 
@@ -214,15 +250,22 @@ class TorchStep:
     dice = 1 - (2 * (p * g).sum((1, 2, 3)) + 1) / (p.sum((1, 2, 3)) + g.sum((1, 2, 3)) + 1)
     return F.binary_cross_entropy_with_logits(logits, g) + dice.mean()
 
+  def forward(self) -> tuple[torch.Tensor, dict]:
+    """The loss of one forward pass and the metrics ``train_step`` reports with it."""
+    if self.algorithm == "vae":  # the model returns its loss
+      loss = self.model(self.x)
+      return loss, {"loss": loss.detach()}
+    logits = self.model(self.x)
+    loss = self.loss(logits)
+    hit = ((logits > 0).float() == self.y) if self.segmentation else logits.argmax(-1) == self.y
+    return loss, {"loss": loss.detach(), "accuracy": hit.float().mean()}
+
   def __call__(self, n: int) -> None:
     for _ in range(n):
       self.optimizer.zero_grad()
-      logits = self.model(self.x)
-      loss = self.loss(logits)
+      loss, self.metrics = self.forward()
       loss.backward()
       self.optimizer.step()
-      hit = ((logits > 0).float() == self.y) if self.segmentation else logits.argmax(-1) == self.y
-      self.metrics = {"loss": loss.detach(), "accuracy": hit.float().mean()}  # as train_step
 
 
 def seconds(run: Callable[[int], None], n: int) -> float:

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MODELS = {"mlp", "cnn28", "cnn16", "simple_cnn", "resnet20", "unet"}
+MODELS = {"mlp", "cnn28", "cnn16", "simple_cnn", "resnet20", "unet", "vae"}
 FIELDS = ("jax_examples_per_s", "torch_examples_per_s", "ratio_jax_over_torch", "jax_compile_s")
 CLASSIC = {("linear_regression", "least_squares", "LinearRegression"),
            ("linear_regression", "ridge", "Ridge"), ("linear_regression", "lasso", "Lasso"),
