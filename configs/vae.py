@@ -16,7 +16,7 @@ CPU time is given beside them):
   digits   scikit-learn digits upsampled to 16x16 (1,438 / 359), binarised; widths 16/32,
            latent 8, 29,777 parameters, batch 64, 40 epochs (880 steps): -ELBO 80.85 = recon
            70.80 + KL 10.05 nats, 8 of 8 active; digits FD 86.0 (real 5.77), confidence 0.845,
-           10 classes. 263 s wall shared (69 s CPU, the judge's training included).
+           10 classes. 26 s on the idle 2 cores with the judge cached (263 s shared).
   mnist    tfds MNIST (60,000 / 10,000), binarised, widths 32/64, latent 16, 20 epochs; not
            measured here (needs the dataset prepared).
   seed     the original on tfds CIFAR-10: widths 32/64/128 (32 -> 4), latent 20, 456,043
