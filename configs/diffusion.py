@@ -25,7 +25,7 @@ covered; measured on 2 CPU cores shared with other jobs (load average 10-19), ja
            and schedule, 30 epochs (660 steps), 200 samples per sampler: eps-MSE 0.0774
            (t = 100 / 500 / 900: 0.134 / 0.065 / 0.015); digits FD ddpm 49.6 (confidence
            0.86, 10 classes), ddim 76.2 (0.85, 10 classes), fd_real 5.77 (judge accuracy
-           99.4%). Wall 619 s under load (CPU time about 240 s; about 2 minutes idle).
+           99.4%). 135 s on the idle 2 cores (619 s under load).
   mnist    tfds MNIST (60,000 / 10,000), base 32, levels 32/64/64 (1,045,729 parameters),
            Adam 5e-4, batch 128, 20 epochs, EMA 0.999, 1,000 samples (needs the dataset
            prepared; not measured here).
