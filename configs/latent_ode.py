@@ -2,9 +2,8 @@
 
 Presets (held-out split; negative ELBO in nats per sequence, summed over the sequence's
 observed frames, from one sample of z0; interpolation / extrapolation MSE per value of the
-prediction from z0 = mu, beside the nearest observed frame's; measured with jax 0.10.2 on 2 CPU
-cores shared with four other jobs, load average about 15, on 2026-12-02, so the wall times are
-several times what an idle machine takes):
+prediction from z0 = mu, beside the nearest observed frame's; measured with jax 0.10.2 on the
+idle 2 CPU cores on 2026-12-02, the judge cached):
   default  rotating_digits: the 5,000 mnist5k digits (4,000 / 1,000) at 28x28, each rotated
            through 10 angles 36 degrees apart (one turn) at t = 0, 1/9, ..., 1; frames 0..6
            observed but frame 3, frames 7..9 extrapolated. The original's sizes (589,104
@@ -14,8 +13,7 @@ several times what an idle machine takes):
            frame), interpolation MSE 0.0361 (nearest frame 0.0954), extrapolation MSE 0.0610
            (0.1137); MNIST FD of the first frames of 1,000 sequences drawn from the prior
            415.1 (judge confidence 0.69, 9 classes; real test digits 2.78, see
-           m2m_jax/algorithms/sample_quality.py); 82 s on the idle 2 cores with the judge
-           cached (569 s under that load, without FD).
+           m2m_jax/algorithms/sample_quality.py); 82 s.
   spirals  the latent-ODE paper's noisy 2-D spirals (800 / 200; 100 points, noise 0.3): 60
            points observed but 6 (every 10th from 5), 40 extrapolated. As torchdiffeq's example:
            latent 4, recognition on raw points run backwards with 25 units (a GRU here, a plain
@@ -23,16 +21,16 @@ several times what an idle machine takes):
            (2,659 parameters); Adam 1e-2 cosine, batch 100, 100 epochs (800 steps): neg ELBO
            62.9 per sequence of 54 observed points (recon 42.0 + KL 20.9), interpolation MSE
            0.118 (nearest point 0.193; the noise alone gives 0.09), extrapolation MSE 3.76
-           (5.03); 377 s wall under that load.
+           (5.03); 56 s.
   ode_rnn  the default with an ODE-RNN recognition network (Rubanova et al. 2019): the hidden
            state follows dh/dt = g(h) (128->128->128->128, tanh) between frames, then a GRU
            update (638,640 parameters): neg ELBO 841.3 (recon 794.9 + KL 46.5), interpolation
-           MSE 0.0365, extrapolation MSE 0.0579; 700 s wall under that load (149 sequences/s).
+           MSE 0.0365, extrapolation MSE 0.0579; MNIST FD 432.0 (confidence 0.71, 8 classes);
+           116 s.
   adjoint  the spirals with adaptive Tsit5 (rtol 1e-3, atol 1e-4) and adjoint gradients
            (diffrax.BacksolveAdjoint): neg ELBO 62.9, interpolation MSE 0.118, extrapolation
            MSE 3.76, the spirals' numbers to three digits (one RK4 step an interval is already
-           accurate here), at 3.5 times the time: 835 s wall under that load (128 sequences/s
-           against 446).
+           accurate here), at 3.8 times the time: 214 s.
   seed     the original on tfds MNIST (needs the dataset prepared; not measured here): every
            train image rotated on the fly through 0, 72, ..., 288 degrees at t = linspace(0, 1,
            5), all 5 frames observed, GRU forwards in time, f on [z; t], RK4 one step a frame,
