@@ -2,6 +2,7 @@
 
 import os
 
+import jax
 import ml_collections
 import numpy as np
 import pytest
@@ -40,6 +41,19 @@ def test_gaussian_fit_is_unbiased_and_refuses_one_vector():
   np.testing.assert_allclose(cov, [[4, 3], [3, 3]])
   with pytest.raises(ValueError, match="at least 2"):
     metrics.gaussian_fit(f[:1])
+
+
+def test_draw_takes_batch_i_from_the_key_folded_with_i():
+  key, sizes = jax.random.key(7), []
+
+  def sample(k, b):
+    sizes.append(b)
+    return jax.random.normal(k, (b, 3))
+
+  x = sample_quality.draw(sample, 7, key, batch=3)
+  assert x.shape == (7, 3) and sizes == [3, 3, 3]
+  np.testing.assert_array_equal(x[3:6], jax.random.normal(jax.random.fold_in(key, 1), (3, 3)))
+  assert sample_quality.draw(sample, 2, key, batch=3).shape == (2, 3) and sizes[-1] == 2
 
 
 @pytest.fixture(scope="module")
