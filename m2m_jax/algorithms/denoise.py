@@ -52,12 +52,17 @@ def corrupt(key: jax.Array, x: jax.Array, noise: str, level: float) -> jax.Array
   return jnp.where(hit, value, x)
 
 
+def hash_keys(key: jax.Array, words: jax.Array) -> jax.Array:
+  """One key per row of ``words`` (B, N) uint32, ``fold_in(key, hash(row))``: a polynomial hash
+  in wrapping uint32 arithmetic (exact, so independent of how the rows are batched)."""
+  powers = jnp.cumprod(jnp.full(words.shape[1], 2654435761, jnp.uint32))
+  return jax.vmap(lambda h: jax.random.fold_in(key, h))(jnp.sum(words * powers, axis=1))
+
+
 def image_keys(key: jax.Array, x: jax.Array) -> jax.Array:
-  """One key per image (B,), ``fold_in(key, hash(image))``: a polynomial hash of the image's
-  8-bit pixels in wrapping uint32 arithmetic (exact, so independent of how images are batched)."""
-  q = jnp.round(jnp.clip(x, 0, 1) * 255).astype(jnp.uint32).reshape(x.shape[0], -1)
-  powers = jnp.cumprod(jnp.full(q.shape[1], 2654435761, jnp.uint32))
-  return jax.vmap(lambda h: jax.random.fold_in(key, h))(jnp.sum(q * powers, axis=1))
+  """One key per image (B,): :func:`hash_keys` of the image's 8-bit pixels."""
+  return hash_keys(key, jnp.round(jnp.clip(x, 0, 1) * 255).astype(jnp.uint32).reshape(
+      x.shape[0], -1))
 
 
 def corrupt_each(keys: jax.Array, x: jax.Array, noise: str, level: float) -> jax.Array:

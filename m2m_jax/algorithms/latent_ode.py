@@ -43,7 +43,8 @@ import ml_collections
 import numpy as np
 
 from m2m_jax import report
-from m2m_jax.algorithms import nets, sample_quality
+from m2m_jax.algorithms import nets, sample_quality, vae
+from m2m_jax.algorithms.denoise import hash_keys
 from m2m_jax.data.sequences import rotate
 from m2m_jax.errors import ConfigError, DataError, choose
 from m2m_jax.models import latent_ode as model_lib
@@ -68,22 +69,18 @@ class State(nets.State):
 
 # --- the math -------------------------------------------------------------------------------
 
-def kl_normal(mu: jax.Array, logvar: jax.Array) -> jax.Array:
-  """KL(N(mu, diag exp(logvar)) || N(0, I)) in nats: (B, D) -> (B,)."""
-  return 0.5 * jnp.sum(mu**2 + jnp.exp(logvar) - 1.0 - logvar, axis=-1)
-
-
 def frame_nll(out: jax.Array, x: jax.Array, likelihood: str, obs_std: float = 1.0) -> jax.Array:
   """-log p(x_i | z(t_i)) of every frame in nats, summed over its values: (B, T, ...) -> (B, T).
 
-  ``'bernoulli'``: ``out`` are logits, x in [0, 1] (binary cross-entropy);
-  ``'gaussian'``: ``out`` are means, N(out, obs_std^2) on every value.
+  The VAE's likelihoods, frame by frame: ``'bernoulli'``: ``out`` are logits, x in [0, 1]
+  (binary cross-entropy); ``'gaussian'``: ``out`` are means, N(out, obs_std^2) on every value.
   """
+  frames = lambda a: a.reshape(-1, *a.shape[2:])
   if likelihood == "bernoulli":
-    nll = jnp.logaddexp(0.0, out) - x * out  # -x log sigmoid(out) - (1 - x) log(1 - sigmoid(out))
+    ll = vae.bernoulli_log_likelihood(frames(out), frames(x))
   else:
-    nll = 0.5 * ((x - out) / obs_std) ** 2 + jnp.log(obs_std) + 0.5 * jnp.log(2 * jnp.pi)
-  return nll.reshape(*nll.shape[:2], -1).sum(-1)
+    ll = vae.gaussian_log_likelihood(frames(out), jnp.log(jnp.float32(obs_std)), frames(x))
+  return -ll.reshape(x.shape[:2])
 
 
 def frame_masks(num_frames: int, observed: int, heldout: tuple) -> dict[str, np.ndarray]:
@@ -101,11 +98,10 @@ def nearest_observed(observed: np.ndarray) -> np.ndarray:
 
 
 def example_keys(key: jax.Array, x: jax.Array) -> jax.Array:
-  """One key per example (B,), ``fold_in(key, hash(x_b))``: a polynomial hash of the exact
-  float32 bits of the example in wrapping uint32 arithmetic, so independent of batching."""
-  bits = jax.lax.bitcast_convert_type(x.astype(jnp.float32), jnp.uint32).reshape(x.shape[0], -1)
-  powers = jnp.cumprod(jnp.full(bits.shape[1], 2654435761, jnp.uint32))
-  return jax.vmap(lambda h: jax.random.fold_in(key, h))(jnp.sum(bits * powers, axis=1))
+  """One key per example (B,): :func:`denoise.hash_keys` of the example's exact float32 bits
+  (values need not be pixels), so independent of batching."""
+  bits = jax.lax.bitcast_convert_type(x.astype(jnp.float32), jnp.uint32)
+  return hash_keys(key, bits.reshape(x.shape[0], -1))
 
 
 # --- config and state -----------------------------------------------------------------------
@@ -209,7 +205,7 @@ def elbo_terms(state: State, out: jax.Array, x: jax.Array, mu: jax.Array,
   the decoder's output ``out`` (B, T, ...), ``kl`` of q(z0 | x), and their sum ``neg_elbo``."""
   observed = jnp.asarray(_masks(state)["observed"])
   recon = jnp.sum(frame_nll(out, x, state.likelihood, state.obs_std) * observed, axis=1)
-  kl = kl_normal(mu, logvar)
+  kl = vae.gaussian_kl(mu, logvar)
   return {"neg_elbo": recon + kl, "recon": recon, "kl": kl}
 
 
@@ -299,8 +295,8 @@ def final_metrics(config: ml_collections.ConfigDict, state: State, dataset) -> d
   """FD, confidence and classes of the first frames of ``config.fd.num_samples`` sequences
   from the prior (-1: as many as the test split), judged on ``config.fd.dataset``; {} when
   there is no ``config.fd`` or it asks for no samples."""
-  n = sample_quality.num_samples(config, dataset) if "fd" in config else 0
-  if n <= 0:
+  n = sample_quality.num_samples(config, dataset)
+  if not n:
     return {}
   frames = sample_quality.draw(functools.partial(prior_frames, state), n,
                                jax.random.key(SAMPLE_KEY), desc="latent ODE prior samples")
