@@ -52,7 +52,10 @@ def default_config() -> ml_collections.ConfigDict:
 
 
 def num_samples(config: ml_collections.ConfigDict, dataset: data.Dataset) -> int:
-  """How many samples ``config.fd`` asks for (-1: the test split's size)."""
+  """How many samples ``config.fd`` asks for (-1: the test split's size; 0 without
+  ``config.fd``)."""
+  if "fd" not in config:
+    return 0
   n = config.fd.num_samples
   return len(dataset.test) if n < 0 else n
 

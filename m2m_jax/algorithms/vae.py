@@ -235,8 +235,8 @@ def final_metrics(config: ml_collections.ConfigDict, state: State, dataset) -> d
   """Digits/MNIST FD, the judge's confidence and class count of ``config.fd.num_samples`` prior
   samples (-1: as many as the test split; see :mod:`m2m_jax.algorithms.sample_quality`); {}
   when there is no ``config.fd`` or it asks for no samples."""
-  n = sample_quality.num_samples(config, dataset) if "fd" in config else 0
-  if n <= 0:
+  n = sample_quality.num_samples(config, dataset)
+  if not n:
     return {}
   return sample_quality.evaluate(config, dataset, {"": sample_images(state, n)})
 
