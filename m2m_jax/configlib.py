@@ -89,6 +89,48 @@ def load(name: str, preset: str | None = None) -> ml_collections.ConfigDict:
   return config_module(name).get_config(preset)
 
 
+# Fields of ``config.model`` that set a network's width or depth, and ``tiny``'s cap for each.
+TINY_WIDTHS = {"features": 8, "dense": 16, "width": 4, "widths": 8, "hidden": 16, "base": 4,
+               "latent_dim": 8, "encoder_widths": 16, "dynamics_widths": 16, "decoder_widths": 16}
+TINY_DEPTHS = {"stage_sizes": 1, "blocks": 1, "max_depth": 3}
+
+
+def tiny(config: ml_collections.ConfigDict, steps: int = 4) -> ml_collections.ConfigDict:
+  """A copy of ``config`` shrunk to seconds on a CPU, for smoke tests and the contract suite.
+
+  ``steps`` training steps (a checkpoint and an evaluation every 2; one-step fits keep their
+  one step), batches of at most 16 and evaluation batches of 16 examples, 64 training and 32
+  test examples spread over each split, widths and depths of ``config.model`` capped
+  (``TINY_WIDTHS``, ``TINY_DEPTHS``: trees of depth 3 at most; GroupNorm at 2 groups),
+  ``steps`` trees for the ensembles, 10 diffusion steps, and no sample judging. The algorithm, the model's layout, the
+  dataset's format and every other setting are kept.
+  """
+  c = ml_collections.ConfigDict(config.to_dict())
+  if "n_estimators" in c.model:
+    c.model.n_estimators = steps
+  if c.num_steps != 1:  # one-step fits stay one step
+    c.num_steps = c.model.get("n_estimators", steps)
+  c.warmup_steps = 0
+  c.log_every, c.eval_every, c.checkpoint_every, c.eval_batch_size = 1, 2, 2, 16
+  if c.batch_size:
+    c.batch_size = min(c.batch_size, 16)
+  c.data.train_examples = min(c.data.get("train_examples", 0) or 64, 64)
+  c.data.test_examples = min(c.data.get("test_examples", 0) or 32, 32)
+  for key, cap in {**TINY_WIDTHS, **TINY_DEPTHS}.items():
+    value = c.model.get(key)
+    if isinstance(value, int) and not isinstance(value, bool):
+      c.model[key] = min(value, cap)
+    elif isinstance(value, (tuple, list)):
+      c.model[key] = tuple(min(v, cap) for v in value)
+  if "groups" in c.model:
+    c.model.groups = 2
+  if "fd" in c:
+    c.fd.num_samples = 0
+  if "diffusion_steps" in c:
+    c.diffusion_steps, c.ddim_steps = 10, 5
+  return c
+
+
 def validate(config: ml_collections.ConfigDict, num_devices: int) -> None:
   """Refuses an unknown name or an inconsistent value with one sentence naming it."""
   from m2m_jax import data, models, registry

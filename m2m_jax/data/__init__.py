@@ -17,10 +17,11 @@ Random access lets the training order be a pure function of (seed, step), which 
 needs. The train/test partition of the offline sets is fixed and seeded.
 """
 
+import dataclasses
 import inspect
 
 from m2m_jax.data import offline, photos, sequences, shapes, tfds_source
-from m2m_jax.data.core import ArraySplit, Dataset, Split, batch_indices
+from m2m_jax.data.core import ArraySplit, Dataset, Split, Subset, batch_indices
 from m2m_jax.errors import ConfigError, choose
 
 OFFLINE = {
@@ -38,7 +39,7 @@ OFFLINE = {
     "spirals": sequences.spirals,
 }
 
-__all__ = ["ArraySplit", "Dataset", "Split", "batch_indices", "load", "names"]
+__all__ = ["ArraySplit", "Dataset", "Split", "Subset", "batch_indices", "load", "names"]
 
 
 def names() -> list[str]:
@@ -53,8 +54,14 @@ def load(name: str, **options) -> Dataset:
     name: a registered name (see :func:`names`) or ``tfds:<tfds name>``.
     **options: the loader's own options (e.g. ``seed`` of the train/test partition of sets that
       ship without one, fixed at 0 by default whatever the training seed; ``upsample`` for
-      digits; ``data_dir`` for tfds). An unknown option is refused with the list of known ones.
+      digits; ``data_dir`` for tfds), and two that every dataset takes: ``train_examples`` and
+      ``test_examples``, which keep N examples spread evenly over a split (0: all; see
+      :class:`Subset`). An unknown option is refused with the list of known ones.
   """
+  heads = {split: options.pop(f"{split}_examples", 0) or 0 for split in ("train", "test")}
+  for split, n in heads.items():
+    if n < 0:
+      raise ConfigError(f"{split}_examples must be >= 0 (0: the whole split), got {n}.")
   if name.startswith("tfds:"):
     loader, kwargs = tfds_source.load, dict(name=name[len("tfds:"):])
   else:
@@ -65,5 +72,7 @@ def load(name: str, **options) -> Dataset:
   if unknown:
     raise ConfigError(
         f"dataset {name!r} has no option {unknown[0]!r}; its options are: "
-        f"{', '.join(accepted) or 'none'}.")
-  return loader(**kwargs, **options)
+        f"{', '.join(accepted + ['train_examples', 'test_examples'])}.")
+  dataset = loader(**kwargs, **options)
+  return dataclasses.replace(dataset, **{split: Subset(getattr(dataset, split), n)
+                                         for split, n in heads.items() if n})

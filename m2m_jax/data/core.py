@@ -35,6 +35,21 @@ class ArraySplit:
     return {k: v[idx] for k, v in self.arrays.items()}
 
 
+class Subset:
+  """``n`` examples spread evenly over a split (examples ``i * len(split) // n``; all of them
+  when it holds fewer), so that a split sorted by class keeps every class."""
+
+  def __init__(self, split: Split, n: int):
+    self.split = split
+    self.index = np.arange(min(n, len(split))) * len(split) // min(n, len(split))
+
+  def __len__(self) -> int:
+    return len(self.index)
+
+  def __getitem__(self, idx: np.ndarray) -> dict[str, np.ndarray]:
+    return self.split[self.index[np.asarray(idx)]]
+
+
 @dataclasses.dataclass(frozen=True)
 class Dataset:
   """A named dataset: train and test splits plus what models need to know of it.
