@@ -84,8 +84,12 @@ def figures(state: fitted.Fitted, outputs: dict, dataset, outdir: str) -> None:
   axes[0].legend()
   z = outputs["z"]
   if z.shape[1] == 2:
-    sc = axes[1].scatter(z[:, 0], z[:, 1], c=outputs["label"], cmap="tab10", s=10)
-    fig.colorbar(sc, ax=axes[1], label="label")
+    labels = outputs["label"]
+    by_label = labels.ndim == 1  # class labels or targets colour the points; masks do not
+    colour = {"c": labels, "cmap": "tab10"} if by_label else {}
+    sc = axes[1].scatter(z[:, 0], z[:, 1], s=10, **colour)
+    if by_label:
+      fig.colorbar(sc, ax=axes[1], label="label")
     axes[1].set(xlabel="component 1", ylabel="component 2",
                 title=f"{dataset.name}: test set on the first two components")
   else:

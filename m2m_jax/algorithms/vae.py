@@ -258,7 +258,10 @@ def _interpolate(state: State, a: jax.Array, b: jax.Array, steps: int) -> jax.Ar
 
 
 def _interpolation_pairs(labels: np.ndarray, rows: int) -> list[tuple[int, int]]:
-  """``rows`` pairs of test indices, the first of class k and the second of class k + 5."""
+  """``rows`` pairs of test indices, the first of class k and the second of class k + 5 (of
+  ten); without class labels (1-D integers), the images i and i + N/2."""
+  if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
+    return [(k, k + len(labels) // 2) for k in range(min(rows, len(labels) // 2))]
   first = {c: int(np.flatnonzero(labels == c)[0]) for c in np.unique(labels)}
   classes = sorted(first)
   return [(first[classes[k % len(classes)]], first[classes[(k + len(classes) // 2) % len(classes)]])
@@ -296,8 +299,11 @@ def _plot_latent(z_mean: np.ndarray, labels: np.ndarray, path: str) -> None:
   pc = centred @ vt[:2].T
   second = pc[:, 1] if pc.shape[1] > 1 else np.zeros(len(pc))
   fig, (ax, bars) = report.figure(1, 2, figsize=(10, 4))
-  points = ax.scatter(pc[:, 0], second, c=labels, cmap="tab10", s=6)
-  fig.colorbar(points, ax=ax, label="label")
+  by_label = labels.ndim == 1  # class labels colour the points; masks do not
+  colour = {"c": labels, "cmap": "tab10"} if by_label else {}
+  points = ax.scatter(pc[:, 0], second, s=6, **colour)
+  if by_label:
+    fig.colorbar(points, ax=ax, label="label")
   ax.set_title("test posterior means, first two principal components")
   variance = np.var(z_mean, axis=0)
   bars.bar(np.arange(len(variance)), variance)

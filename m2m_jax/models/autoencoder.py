@@ -13,7 +13,8 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from m2m_jax.errors import ConfigError, choose
-from m2m_jax.models.resnet import BasicBlock, batch_norm, check_images
+from m2m_jax.models.layers import batch_norm, check_images
+from m2m_jax.models.resnet import BasicBlock
 
 OUTPUTS = {"lab": 2, "rgb": 3}  # output channels of each ColorizationNet head
 

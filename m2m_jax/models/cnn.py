@@ -9,6 +9,8 @@ from typing import Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from m2m_jax.models.layers import check_images
+
 
 class CNN(nn.Module):
   """The flax/examples MNIST shape: [conv3x3(f) -> ReLU -> avgpool2]* -> dense -> ReLU -> dense.
@@ -28,6 +30,7 @@ class CNN(nn.Module):
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
     """x: (B, H, W, C) with H and W divisible by 2**len(features) -> logits (B, num_classes)."""
+    check_images(x, None, 2 ** len(self.features), "CNN")
     h = x.astype(self.dtype)
     for f in self.features:
       h = nn.relu(nn.Conv(f, (3, 3), dtype=self.dtype)(h))
@@ -52,6 +55,7 @@ class SimpleCNN(nn.Module):
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
     """x: (B, H, W, C) -> logits (B, num_classes)."""
+    check_images(x, None, 1, "SimpleCNN")
     h = x.astype(self.dtype)
     h = nn.relu(nn.Conv(self.channels, (5, 5), strides=(2, 2), padding="VALID", dtype=self.dtype)(h))
     h = nn.max_pool(h, (2, 2), strides=(2, 2))

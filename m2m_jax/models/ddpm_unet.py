@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from m2m_jax.errors import ConfigError, DataError
-from m2m_jax.models.resnet import check_images
+from m2m_jax.models.layers import check_images
 
 
 def timestep_embedding(t: jax.Array, dim: int, max_period: float = 10_000.0) -> jax.Array:

@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from m2m_jax.errors import DataError
+from m2m_jax.models.layers import batch_norm
 
 LATENT_DIM = 100  # the seed's noise dimension
 weight_init = nn.initializers.normal(0.02)
@@ -92,8 +93,7 @@ class ConvTranspose2x(nn.Module):
 
 
 def _norm(train: bool, dtype) -> nn.BatchNorm:
-  return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
-                      scale_init=scale_init, dtype=dtype)
+  return batch_norm(train, dtype, scale_init=scale_init)()
 
 
 class Generator(nn.Module):

@@ -77,7 +77,10 @@ def odeint(f: Callable, args, y0: jax.Array, ts: jax.Array, *, solver: str = "rk
       set by ts (between steps diffrax interpolates the solver's dense output).
 
   Returns:
-    (T, D) or (S, D): y at every time of ts (or save_ts).
+    (T, D) or (S, D): y at every time of ts (or save_ts); NaN where the solve failed (an
+    adaptive solve that needs more than ``max_steps``), which stops a training run. Failure is
+    reported as NaN rather than raised from a host callback, so the compiled programs carry no
+    callback and the persistent compilation cache can keep them.
   """
   choose("solver", solver, SOLVERS)
   choose("gradients", gradients, GRADIENTS)
@@ -94,8 +97,8 @@ def odeint(f: Callable, args, y0: jax.Array, ts: jax.Array, *, solver: str = "rk
       diffrax.ODETerm(f), method, ts[0], ts[-1], dt0, y0, args=args,
       saveat=diffrax.SaveAt(ts=ts if save_ts is None else save_ts),
       stepsize_controller=controller, adjoint=adjoint,
-      max_steps=max_steps)
-  return solution.ys
+      max_steps=max_steps, throw=False)
+  return jnp.where(solution.result == diffrax.RESULTS.successful, solution.ys, jnp.nan)
 
 
 class MLP(nn.Module):

@@ -19,7 +19,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from m2m_jax.errors import ConfigError
-from m2m_jax.models.resnet import batch_norm, check_images
+from m2m_jax.models.layers import batch_norm, check_images
 
 
 class DoubleConv(nn.Module):

@@ -15,7 +15,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from m2m_jax.errors import ConfigError, DataError
-from m2m_jax.models.resnet import check_images
+from m2m_jax.models.layers import check_images
 
 
 class VAE(nn.Module):
