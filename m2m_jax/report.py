@@ -22,12 +22,19 @@ class MetricsLog:
   def __init__(self, path: str):
     self.path = path
 
-  def truncate_after(self, step: int) -> None:
-    """Drops lines logged after ``step`` (a resumed run logs them again, identically)."""
+  def truncate_after(self, step: int, drop_test_rows_at_end: bool = False) -> None:
+    """Drops lines logged after ``step`` (a resumed run logs them again, identically), and
+    with ``drop_test_rows_at_end`` the test rows of ``step`` too (a finished run evaluated
+    again)."""
     if not os.path.exists(self.path):
       return
+
+    def keep(row: dict) -> bool:
+      return row["step"] < step or (row["step"] == step and not (
+          drop_test_rows_at_end and row["split"] == "test"))
+
     with open(self.path) as f:
-      rows = [line for line in f if json.loads(line)["step"] <= step]
+      rows = [line for line in f if keep(json.loads(line))]
     with open(self.path, "w") as f:
       f.writelines(rows)
 

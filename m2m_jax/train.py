@@ -11,9 +11,11 @@ uninterrupted run ends: the checkpoint holds the state and the metric accumulato
 ``metrics.jsonl`` written after it are dropped and written again.
 """
 
+import functools
 import os
 import time
-from typing import Any
+import types
+from typing import Any, Callable
 
 import flax.struct
 import jax
@@ -90,19 +92,38 @@ def _num_params(state: Any) -> int:
   return int(sum(np.size(x) for x in jax.tree.leaves(params)))
 
 
+@functools.lru_cache(maxsize=8)
+def _programs(train_step: Callable, eval_step: Callable, mesh) -> types.SimpleNamespace:
+  """The loop's jitted programs for an algorithm's steps on ``mesh``, made once: another run of
+  the same algorithm in this process (a resumed run, a notebook's second run) reuses their
+  traces and compiled code wherever its state and batches have the same structure and shapes.
+
+  ``train(state, acc, batch, rng, step)`` runs ``train_step`` with ``fold_in(rng, step)`` and
+  adds its metrics to the accumulator; ``metrics`` is ``train_step`` alone (for the shape of
+  its metrics); ``eval`` is ``eval_step``.
+  """
+  repl = parallel.replicated(mesh)
+
+  def step_fn(state, acc, batch, rng, step):
+    state, metrics = train_step(state, batch, jax.random.fold_in(rng, step))
+    return state, acc.add(metrics, step)
+
+  return types.SimpleNamespace(
+      train=jax.jit(step_fn, donate_argnums=(0, 1), out_shardings=(repl, repl)),
+      metrics=jax.jit(train_step), eval=jax.jit(eval_step))
+
+
 def _initial(algorithm, config: ml_collections.ConfigDict, dataset: data.Dataset, mesh):
   """``(state, accumulator, metrics_shape)`` before step 0, replicated over ``mesh``: the state
   from ``algorithm.init`` on batch 0 (key ``split(key(seed))[0]``) and a zero accumulator."""
-  repl = parallel.replicated(mesh)
   first = data.batch_indices(0, num_examples=len(dataset.train), batch_size=config.batch_size,
                              seed=config.seed)
   init_rng, train_rng = jax.random.split(jax.random.key(config.seed))
-  # Copied leaf by leaf: an init that reuses one array twice must not donate a buffer twice.
-  state = jax.tree.map(jnp.copy, jax.device_put(
-      algorithm.init(config, init_rng, dataset.train[first]), repl))
+  state = parallel.replicate(algorithm.init(config, init_rng, dataset.train[first]), mesh)
   batch = parallel.to_global(dataset.train[parallel.host_slice(first)], mesh)
-  metrics_shape = jax.eval_shape(algorithm.train_step, state, batch, train_rng)[1]
-  return state, jax.device_put(Accumulator.zeros(metrics_shape), repl), metrics_shape
+  programs = _programs(algorithm.train_step, algorithm.eval_step, mesh)
+  metrics_shape = programs.metrics.eval_shape(state, batch, train_rng)[1]
+  return state, parallel.replicate(Accumulator.zeros(metrics_shape), mesh), metrics_shape
 
 
 def load_state(config: ml_collections.ConfigDict, workdir: str) -> Any:
@@ -158,7 +179,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   def global_batch(step: int) -> dict:
     return parallel.to_global(dataset.train[parallel.host_slice(indices(step))], mesh)
 
-  repl = parallel.replicated(mesh)
   train_rng = jax.random.split(jax.random.key(config.seed))[1]
   state, acc, metrics_shape = _initial(algorithm, config, dataset, mesh)
 
@@ -167,22 +187,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   if start:
     restored = ckpt.restore(start, {"state": state, "acc": acc})
     state, acc = restored["state"], restored["acc"]
-  if lead:
-    log.truncate_after(start)
+  if lead:  # rows logged after the checkpoint are written again; so is a finished run's final row
+    log.truncate_after(start, drop_test_rows_at_end=start == total)
 
-  def step_fn(state, acc, batch, step):
-    state, metrics = algorithm.train_step(state, batch, jax.random.fold_in(train_rng, step))
-    return state, acc.add(metrics, step)
-
-  train_step = jax.jit(step_fn, donate_argnums=(0, 1), out_shardings=(repl, repl))
-  eval_step = jax.jit(algorithm.eval_step)
+  programs = _programs(algorithm.train_step, algorithm.eval_step, mesh)
+  eval_step = programs.eval
   last_saved = start
 
   def check_finite(acc_host) -> None:
-    if int(acc_host.bad_step) >= 0:
-      raise TrainingDiverged(
-          f"training metrics became NaN or inf at step {int(acc_host.bad_step) + 1}; stopped, "
-          f"keeping the last good checkpoint (step {last_saved}) in {workdir}/checkpoints.")
+    if int(acc_host.bad_step) < 0:
+      return
+    stopped = f"training metrics became NaN or inf at step {int(acc_host.bad_step) + 1}; stopped"
+    if not last_saved:
+      raise TrainingDiverged(f"{stopped}; no checkpoint was saved before it.")
+    raise TrainingDiverged(f"{stopped}, keeping the last good checkpoint (step {last_saved}) "
+                           f"in {workdir}/checkpoints.")
 
   desc = f"{config.algorithm}:{config.model_name or '-'} on {config.dataset}"
   bar = report.progress(total, start, desc)
@@ -192,7 +211,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     batches = parallel.prefetch(global_batch, range(start, total))
     for step, batch in zip(range(start, total), batches):
       t = time.time()
-      state, acc = train_step(state, acc, batch, np.int32(step))
+      state, acc = programs.train(state, acc, batch, train_rng, np.int32(step))
       if sync_each_step or timed_from is None:
         jax.block_until_ready(acc)
       if timed_from is None:
@@ -208,7 +227,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         if lead:
           log.write(done, "train", train_metrics)
         bar.set_postfix({k: f"{v:.4g}" for k, v in train_metrics.items()}, refresh=False)
-        acc = jax.device_put(Accumulator.zeros(metrics_shape), repl)
+        acc = parallel.replicate(Accumulator.zeros(metrics_shape), mesh)
       if done % config.eval_every == 0 and done != total:
         _, eval_metrics = evaluate(algorithm, eval_step, state, dataset.test,
                                    config.eval_batch_size, mesh)

@@ -137,17 +137,6 @@ def validate(config: ml_collections.ConfigDict) -> None:
                       f"{config.snapshot_samples}.")
 
 
-def optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
-  """Each player's optimizer: Adam (or AdamW) with first-moment decay ``config.beta1`` (0.5 in
-  DCGAN) over ``optim.schedule(config)``; sgd and momentum as ``optim.optimizer``."""
-  lr = optim.schedule(config)
-  if config.optimizer == "adam":
-    return optax.adam(lr, b1=config.beta1)
-  if config.optimizer == "adamw":
-    return optax.adamw(lr, b1=config.beta1, weight_decay=config.weight_decay)
-  return optim.optimizer(config)
-
-
 def init(config: ml_collections.ConfigDict, rng: jax.Array, batch: dict) -> State:
   """Both players for the images of ``batch['x']`` (B, S, S, C), and the step-0 snapshot."""
   x = np.asarray(batch["x"])
@@ -161,7 +150,8 @@ def init(config: ml_collections.ConfigDict, rng: jax.Array, batch: dict) -> Stat
   def player(key, inputs, method):
     variables = nets.init_variables(model, key, inputs, train=False, method=method)
     return nets.State.create(apply_fn=model.apply, params=variables["params"],
-                             tx=optimizer(config), batch_stats=variables["batch_stats"])
+                             tx=optim.optimizer(config, b1=config.beta1),
+                             batch_stats=variables.get("batch_stats", {}))
 
   schedule = snapshot_schedule(config.num_steps, config.snapshots)
   state = State(generator=player(g_key, z[:1], "generate"),
