@@ -13,17 +13,31 @@ import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
+from m2m_jax.errors import ConfigError
+
 
 def maybe_initialize_distributed() -> None:
   """Calls ``jax.distributed.initialize()`` when the environment describes several processes.
 
   Cloud TPU pods and SLURM jobs are detected by JAX itself; otherwise set
-  ``JAX_COORDINATOR_ADDRESS``, ``JAX_NUM_PROCESSES`` and ``JAX_PROCESS_ID``.
+  ``JAX_COORDINATOR_ADDRESS`` (``host:port`` of process 0), ``JAX_NUM_PROCESSES`` and
+  ``JAX_PROCESS_ID``. JAX 0.10.2 reads only the first of these, so the other two are passed on
+  here. On CPU the processes run their collectives over gloo (TCP), the default of
+  ``jax_cpu_collectives_implementation``.
   """
-  if int(os.environ.get("JAX_NUM_PROCESSES", "1")) > 1 or "SLURM_NTASKS" in os.environ or \
+  if jax.distributed.is_initialized():
+    return
+  num_processes = int(os.environ.get("JAX_NUM_PROCESSES", "1"))
+  if num_processes > 1:
+    if "JAX_COORDINATOR_ADDRESS" not in os.environ or \
+        not os.environ.get("JAX_PROCESS_ID", "").isdigit():
+      raise ConfigError(f"JAX_NUM_PROCESSES={num_processes} needs JAX_COORDINATOR_ADDRESS "
+                        f"(host:port of process 0) and JAX_PROCESS_ID (0 to {num_processes - 1}).")
+    jax.distributed.initialize(num_processes=num_processes,
+                               process_id=int(os.environ["JAX_PROCESS_ID"]))
+  elif "SLURM_NTASKS" in os.environ or \
       os.environ.get("TPU_WORKER_HOSTNAMES", "localhost").count(",") > 0:
-    if not jax.distributed.is_initialized():
-      jax.distributed.initialize()
+    jax.distributed.initialize()
 
 
 def make_mesh() -> Mesh:
@@ -44,6 +58,19 @@ def sync_every_step(mesh: Mesh) -> bool:
 def replicated(mesh: Mesh) -> NamedSharding:
   """Every device holds the whole array."""
   return NamedSharding(mesh, P())
+
+
+def replicate(tree, mesh: Mesh):
+  """A copy of a pytree on every device of ``mesh``, each leaf in buffers of its own (so that
+  a state holding one array twice can be donated), built from each host's own copy without
+  the cross-host equality check of ``jax.device_put``."""
+  sharding = replicated(mesh)
+
+  def put(x):
+    x = np.asarray(x)
+    return jax.make_array_from_callback(x.shape, sharding, lambda _: x)
+
+  return jax.tree.map(put, tree)
 
 
 def batch_sharded(mesh: Mesh) -> NamedSharding:
