@@ -11,7 +11,6 @@ Test metrics: accuracy and log-loss, or R^2, MSE and RMSE.
 """
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 

@@ -266,7 +266,6 @@ def grow(Xb: jax.Array, stats: jax.Array, bins: Bins, criterion: Criterion, *, m
   drawn with ``key``. Returns a :class:`Tree` of sum(level_sizes(...)) nodes.
   """
   n, d = Xb.shape
-  n_bins = bins.max_bins
   sizes = level_sizes(n, max_depth, min_samples_leaf)
   offsets = np.cumsum([0] + sizes)
   node = jnp.where(stats[:, -1] > 0, 0, -1)  # slot of each sample on the current level
