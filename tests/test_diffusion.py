@@ -141,6 +141,15 @@ def test_unet_shapes(shape):
   assert jax.eval_shape(model.apply, variables, x, t).shape == shape
 
 
+def test_seed_unet_size():
+  """The seed preset's U-Net at 28x28x1 (base 64, widths 64/128/256): 9,860,801 parameters."""
+  config = configlib.load("diffusion", "seed")
+  model = DDPMUNet(**config.model)
+  x, t = jnp.zeros((1, 28, 28, 1)), jnp.zeros(1, jnp.int32)
+  variables = jax.eval_shape(model.init, jax.random.key(0), x, t)
+  assert sum(p.size for p in jax.tree.leaves(variables)) == 9_860_801
+
+
 def test_unet_output_depends_on_time():
   model = DDPMUNet(base=4, multipliers=(1, 2), groups=2)
   x = jax.random.normal(jax.random.key(0), (2, 8, 8, 1))

@@ -1,4 +1,6 @@
-"""The shared loop: quality, outputs, determinism, exact resume after SIGKILL, NaN, devices, dtype."""
+"""The shared loop: quality, outputs, exact resume after SIGKILL, dtype. Determinism, resume
+after a stop, eval-batch invariance, NaN, 8 devices and refused workdirs are checked for every
+algorithm by the contract suite (test_contract.py)."""
 
 import json
 import os
@@ -6,7 +8,6 @@ import signal
 import subprocess
 import sys
 import time
-import types
 
 import jax
 import jax.numpy as jnp
@@ -14,9 +15,8 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, cli, xla_flags
-from m2m_jax import configlib, registry, train
+from m2m_jax import configlib, train
 from m2m_jax.algorithms import classifier
-from m2m_jax.errors import TrainingDiverged
 
 
 @pytest.fixture(scope="module")
@@ -57,21 +57,6 @@ def _short_cnn(**overrides):
   return c
 
 
-def test_same_config_same_numbers(tmp_path):
-  a = train.train_and_evaluate(_short_cnn(), str(tmp_path / "a"))
-  b = train.train_and_evaluate(_short_cnn(), str(tmp_path / "b"))
-  assert a["test"] == b["test"]
-  c = train.train_and_evaluate(_short_cnn(seed=1), str(tmp_path / "c"))
-  assert c["test"] != a["test"]
-
-
-def test_eval_batch_size_does_not_change_metrics(tmp_path):
-  a = train.train_and_evaluate(_short_cnn(), str(tmp_path / "a"))
-  b = train.train_and_evaluate(_short_cnn(eval_batch_size=64), str(tmp_path / "b"))
-  np.testing.assert_allclose(b["test"]["accuracy"], a["test"]["accuracy"], atol=1e-7)
-  np.testing.assert_allclose(b["test"]["loss"], a["test"]["loss"], rtol=1e-5)
-
-
 def _wait_for_checkpoint(proc, workdir, step):
   ckpts = os.path.join(workdir, "checkpoints")
   while proc.poll() is None:
@@ -102,27 +87,6 @@ def test_killed_run_resumes_to_the_same_numbers(tmp_path):
     assert f.read() == g.read()
 
 
-def _nan_algorithm(nan_from_step: int):
-  """A one-parameter algorithm whose loss becomes NaN from step ``nan_from_step`` (0-based)."""
-
-  def train_step(state, batch, rng):
-    loss = jnp.where(state["t"] >= nan_from_step, jnp.nan, state["w"])
-    return {"w": state["w"] * 0.9, "t": state["t"] + 1}, {"loss": loss}
-
-  return types.SimpleNamespace(
-      init=lambda config, rng, batch: {"w": jnp.ones(()), "t": jnp.zeros((), jnp.int32)},
-      train_step=train_step,
-      eval_step=lambda state, batch: {"loss": jnp.full(batch["y"].shape, state["w"])})
-
-
-def test_nan_loss_stops_with_its_step_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
-  monkeypatch.setattr(registry, "get", lambda name: _nan_algorithm(nan_from_step=26))
-  config = _short_cnn(checkpoint_every=10, log_every=4)
-  with pytest.raises(TrainingDiverged, match=r"NaN or inf at step 27; .*checkpoint \(step 20\)"):
-    train.train_and_evaluate(config, str(tmp_path))
-  assert sorted(map(int, os.listdir(tmp_path / "checkpoints"))) == [10, 20]
-
-
 def test_bfloat16_computes_in_bf16_and_keeps_float32_parameters(tmp_path):
   config = _short_cnn(dtype="bfloat16", num_steps=200)
   config.num_classes = 10
@@ -134,11 +98,3 @@ def test_bfloat16_computes_in_bf16_and_keeps_float32_parameters(tmp_path):
   assert summary["dtype"] == "bfloat16" and summary["test"]["accuracy"] >= 0.9
 
 
-def test_eight_devices_match_one_device(cnn_default, tmp_path):
-  """Same config on 8 CPU devices: accuracy within 0.5 points of the 1-device run."""
-  result = cli("--config=configs/cnn.py", f"--workdir={tmp_path}", devices=8)
-  assert result.returncode == 0, result.stderr
-  with open(tmp_path / "summary.json") as f:
-    eight = json.load(f)
-  assert eight["device_count"] == 8
-  assert abs(eight["test"]["accuracy"] - cnn_default[1]["test"]["accuracy"]) <= 0.005

@@ -1,15 +1,12 @@
 """The tree algorithms in the shared loop (decision tree, random forest, AdaBoost, gradient
-boosting): every offline preset runs, the loop grows what the classic estimator grows, a run
-cut short resumes to the same model, and misconfigurations are named."""
-
-import json
-import os
-import shutil
+boosting): every offline preset validates and loads, the loop grows what the classic estimator
+grows, and misconfigurations are named. Training every preset, resuming, 8 devices against 1:
+the contract suite (test_contract.py)."""
 
 import numpy as np
 import pytest
 
-from conftest import TREES, cli
+from conftest import TREES
 from m2m_jax import configlib, data, registry, train
 from m2m_jax.classic import adaboost, decision_tree as dt, gradient_boosting
 from m2m_jax.errors import ConfigError
@@ -17,17 +14,6 @@ from m2m_jax.errors import ConfigError
 PRESETS = [(name, preset) for name in TREES
            for preset, make in configlib.config_module(name).PRESETS.items()
            if not make().dataset.startswith("tfds:")]
-# Trained here: each algorithm's default, regression where it has one, a multiclass booster.
-# The other presets change only data and hyperparameters; their datasets load and their
-# configs validate below (each training compiles for seconds).
-TRAINED = [("decision_tree", "default"), ("decision_tree", "regression"),
-           ("random_forest", "default"), ("random_forest", "regression"),
-           ("adaboost", "default"), ("adaboost", "digits"),
-           ("gradient_boosting", "default"), ("gradient_boosting", "regression")]
-
-
-# Test scores that a few depth-4 trees clear (digits: 10 classes, chance 0.1).
-FLOOR = {"moons": 0.8, "iris": 0.85, "breast_cancer": 0.85, "digits": 0.45, "diabetes": 0.1}
 
 
 def _small(name, preset, rounds=3, depth=4):
@@ -55,18 +41,6 @@ def test_offline_preset_validates_and_its_data_loads(name, preset):
   assert bool(dataset.num_classes) == (config.dataset != "diabetes")
 
 
-@pytest.mark.parametrize("name,preset", TRAINED, ids=[f"{n}:{p}" for n, p in TRAINED])
-def test_preset_trains_and_draws_its_figures(name, preset, tmp_path):
-  config = _small(name, preset)
-  summary = train.train_and_evaluate(config, str(tmp_path))
-  assert summary["steps"] == config.num_steps
-  metric = "accuracy" if config.dataset != "diabetes" else "r2"
-  assert summary["test"][metric] > FLOOR[config.dataset]
-  figures = set(os.listdir(tmp_path / "figures"))
-  assert {"importances.png", "curves.png"} <= figures
-  assert ("staged.png" in figures) == (name != "decision_tree")
-
-
 def test_the_loop_grows_what_the_estimators_fit(tmp_path):
   """Deterministic estimators: the loop's test accuracy equals the classic fit's."""
   for module in (dt, adaboost, gradient_boosting):
@@ -77,33 +51,6 @@ def test_the_loop_grows_what_the_estimators_fit(tmp_path):
     model = module.fit(x, y, **{k: v for k, v in config.model.to_dict().items() if v is not None})
     expected = float(np.mean(np.asarray(module.predict(model, xt)) == yt))
     assert summary["test"]["accuracy"] == pytest.approx(expected, abs=1e-9), name
-
-
-def test_a_run_cut_short_resumes_to_the_same_model(tmp_path):
-  config = _small("gradient_boosting", "stochastic", rounds=5)
-  whole = train.train_and_evaluate(config, str(tmp_path / "whole"))
-  cut = tmp_path / "cut"
-  train.train_and_evaluate(config, str(cut))
-  for step in os.listdir(cut / "checkpoints"):  # as if killed just after the step-2 checkpoint
-    if int(step) > 2:
-      shutil.rmtree(cut / "checkpoints" / step)
-  resumed = train.train_and_evaluate(config, str(cut))
-  assert resumed["resumed_from_step"] == 2 and resumed["test"] == whole["test"]
-
-
-def test_eight_devices_grow_the_same_trees_as_one(tmp_path):
-  args = ["--config=configs/gradient_boosting.py", "--config.dataset=iris",
-          "--config.model.n_estimators=3"]  # 120 training rows: a multiple of 8
-  summaries = []
-  for devices in (1, 8):
-    workdir = tmp_path / str(devices)
-    result = cli(*args, f"--workdir={workdir}", devices=devices)
-    assert result.returncode == 0, result.stderr
-    summaries.append(json.loads((workdir / "summary.json").read_text()))
-  assert summaries[1]["device_count"] == 8
-  assert summaries[1]["test"]["accuracy"] == summaries[0]["test"]["accuracy"]
-  assert summaries[1]["test"]["log_loss"] == pytest.approx(summaries[0]["test"]["log_loss"],
-                                                           rel=1e-5)
 
 
 @pytest.mark.parametrize("name,field,value,message", [

@@ -262,12 +262,7 @@ def test_label_masks_resize_by_nearest_neighbour():
   np.testing.assert_array_equal(binary["y"][0, ..., 0], [[1, 1, 0, 0]] * 2 + [[1, 1, 1, 1]] * 2)
 
 
-def test_seed_preset_runs_on_mock_pets(mock_tfds, tmp_path):
+def test_seed_preset_is_the_original_on_pets():
+  """(It trains on mock pets in the contract suite.)"""
   c = configlib.load("unet", "seed")
   assert c.dataset == "tfds:oxford_iiit_pet" and c.model.widths == (64, 128, 256, 512, 1024)
-  c.data.data_dir = str(tmp_path / "tfds")
-  c.data.image_size, c.model.widths = 16, (8, 16)  # the preset's loading path, a tiny network
-  c.num_steps, c.eval_every, c.checkpoint_every = 2, 2, 2
-  summary = train.train_and_evaluate(c, str(tmp_path / "run"))
-  assert summary["dataset"] == "tfds:oxford_iiit_pet" and summary["steps"] == 2
-  assert all(np.isfinite(v) for v in summary["test"].values())

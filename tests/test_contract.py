@@ -1,0 +1,266 @@
+"""The contract every registered algorithm keeps, checked the way scikit-learn's
+``check_estimator`` puts every estimator through the same checks.
+
+Each config preset is shrunk by :func:`m2m_jax.configlib.tiny` (a few steps, a few dozen
+examples, tiny widths) and trained through :func:`m2m_jax.train.train_and_evaluate`; ``tfds``
+presets run on tensorflow-datasets' mock data. Every config's default preset goes through the
+whole battery:
+
+- it trains and evaluates, with finite test metrics and every output written;
+- determinism and exact resume: a second run, stopped just after its checkpoint at step 2 and
+  started again, ends with the same test metrics and the same ``metrics.jsonl``;
+- its test metrics do not change with ``eval_batch_size``;
+- a workdir holding its checkpoint refuses another config;
+- 8 CPU devices give the metrics of 1 (every config in one subprocess, ``EIGHT_DEVICES_RTOL``);
+- a metric that turns NaN stops the run naming the step, keeping the last good checkpoint
+  (once per algorithm);
+- data it cannot use is refused with an M2MError (one sentence), not a traceback.
+
+Every other preset trains and evaluates with finite metrics (drawing its figures where they
+take another path than its default's, ``FIGURE_PRESETS``). A new algorithm is checked by
+registering it and adding its config. The hard kill (SIGKILL) of the loop is tested once, in
+``test_train.py``.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import types
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from conftest import ROOT, xla_flags
+from m2m_jax import checkpoint, configlib, registry, train
+from m2m_jax.errors import ConfigError, M2MError, TrainingDiverged
+
+MOCK_TFDS_EXAMPLES = 64  # a split, for the mock_tfds fixture of conftest
+# tfds builders that import TensorFlow (not installed by the test extra).
+NEEDS_TENSORFLOW = {("linear_regression", "seed")}
+EIGHT_DEVICES_RTOL = 1e-4  # metrics on 8 devices against 1 (reductions run in another order)
+# The presets whose figures take another path than their default's (regression targets,
+# points instead of images, an RGB head); the other presets' figures are their default's.
+FIGURE_PRESETS = {("latent_ode", "spirals"), ("knn", "regression"), ("pca", "wine"),
+                  ("decision_tree", "regression"), ("random_forest", "regression"),
+                  ("gradient_boosting", "regression"), ("colorize", "rgb")}
+
+
+def _presets():
+  for name in configlib.config_names():
+    for preset, make in configlib.config_module(name).PRESETS.items():
+      yield name, preset, make().dataset.startswith("tfds:")
+
+
+CONFIGS = configlib.config_names()
+OTHER_PRESETS = [pytest.param(name, preset, tfds, id=f"{name}:{preset}")
+                 for name, preset, tfds in _presets() if preset != "default"]
+# One config for each algorithm: the first whose default trains it.
+FIRST_CONFIG = {}
+for _name in CONFIGS:
+  FIRST_CONFIG.setdefault(configlib.load(_name).algorithm, _name)
+
+
+def tiny(name: str, preset: str | None = None, **overrides):
+  config = configlib.tiny(configlib.load(name, preset))
+  config.update(overrides)
+  return config
+
+
+def _read(path) -> str:
+  with open(path) as f:
+    return f.read()
+
+
+def _check_outputs(workdir, summary: dict, config) -> None:
+  assert summary["steps"] == config.num_steps
+  assert summary["test"] and all(np.isfinite(v) for v in summary["test"].values()), summary["test"]
+  assert json.loads(_read(os.path.join(workdir, "summary.json")))["test"] == summary["test"]
+  rows = [json.loads(line) for line in _read(os.path.join(workdir, "metrics.jsonl")).splitlines()]
+  assert rows[-1] == {"step": config.num_steps, "split": "test", **summary["test"]}
+  assert "curves.png" in os.listdir(os.path.join(workdir, "figures"))
+  assert str(config.num_steps) in os.listdir(os.path.join(workdir, "checkpoints"))
+
+
+class _Stopped(Exception):
+  """Raised just after a checkpoint was saved: a run stopped there."""
+
+
+def _stop_after_checkpoint(monkeypatch, step: int) -> None:
+  save = checkpoint.Checkpointer.save
+
+  def save_then_stop(self, at, tree):
+    save(self, at, tree)
+    if at == step:
+      raise _Stopped
+
+  monkeypatch.setattr(checkpoint.Checkpointer, "save", save_then_stop)
+
+
+def _without_figures(monkeypatch) -> None:
+  """From now on the registry's algorithms draw no figures (each drew them once already)."""
+  get = registry.get
+  monkeypatch.setattr(registry, "get", lambda name: types.SimpleNamespace(**{
+      k: getattr(get(name), k) for k in dir(get(name)) if not k.startswith("_") and k != "figures"}))
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_default_keeps_the_contract(name, tmp_path, monkeypatch):
+  config = tiny(name)
+  a, b = str(tmp_path / "a"), str(tmp_path / "b")
+  first = train.train_and_evaluate(config, a)
+  _check_outputs(a, first, config)
+  _without_figures(monkeypatch)
+
+  if config.num_steps > 2:  # a one-step fit has no checkpoint to stop after
+    with monkeypatch.context() as m:
+      _stop_after_checkpoint(m, 2)
+      with pytest.raises(_Stopped):
+        train.train_and_evaluate(config, b)
+    assert sorted(os.listdir(os.path.join(b, "checkpoints"))) == ["2"]
+    second = train.train_and_evaluate(config, b)
+    assert second["resumed_from_step"] == 2
+  else:
+    second = train.train_and_evaluate(config, b)
+  assert second["test"] == first["test"]
+  assert _read(os.path.join(a, "metrics.jsonl")) == _read(os.path.join(b, "metrics.jsonl"))
+
+  # Evaluated again from the final checkpoint in batches of 5: the last one padded.
+  again = train.train_and_evaluate(tiny(name, eval_batch_size=5), a)
+  assert again["resumed_from_step"] == config.num_steps
+  assert again["test"].keys() == first["test"].keys()
+  for key, value in first["test"].items():
+    np.testing.assert_allclose(again["test"][key], value, rtol=1e-5, atol=1e-6, err_msg=key)
+
+  with pytest.raises(ConfigError, match="holds a checkpoint of a different config"):
+    train.train_and_evaluate(tiny(name, seed=1), a)
+
+
+@pytest.mark.parametrize("name,preset,tfds", OTHER_PRESETS)
+def test_preset_trains_and_evaluates(name, preset, tfds, tmp_path, request, monkeypatch):
+  if (name, preset) in NEEDS_TENSORFLOW:
+    pytest.importorskip("tensorflow")
+  if (name, preset) not in FIGURE_PRESETS:
+    _without_figures(monkeypatch)
+  config = tiny(name, preset)
+  if tfds:
+    request.getfixturevalue("mock_tfds")
+    config.data.data_dir = str(tmp_path / "tfds")
+  summary = train.train_and_evaluate(config, str(tmp_path / "run"))
+  _check_outputs(tmp_path / "run", summary, config)
+
+
+def _poisoned(algorithm, from_step: int):
+  """``algorithm`` whose train metrics turn NaN from step ``from_step`` (0-based) on; its state
+  is wrapped with a step counter."""
+
+  def init(config, rng, batch):
+    return {"inner": algorithm.init(config, rng, batch), "t": jnp.zeros((), jnp.int32)}
+
+  def train_step(state, batch, rng):
+    inner, metrics = algorithm.train_step(state["inner"], batch, rng)
+    nan = jnp.where(state["t"] >= from_step, jnp.nan, 0.0)
+    return {"inner": inner, "t": state["t"] + 1}, {k: v + nan for k, v in metrics.items()}
+
+  return types.SimpleNamespace(
+      init=init, train_step=train_step,
+      eval_step=lambda state, batch: algorithm.eval_step(state["inner"], batch))
+
+
+@pytest.mark.parametrize("algorithm", sorted(FIRST_CONFIG))
+def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(algorithm, tmp_path, monkeypatch):
+  config = tiny(FIRST_CONFIG[algorithm], eval_every=100)  # the run stops before evaluating
+  module = registry.get(algorithm)
+  if config.num_steps == 1:  # a one-step fit: NaN at once, nothing saved
+    monkeypatch.setattr(registry, "get", lambda _: _poisoned(module, 0))
+    with pytest.raises(TrainingDiverged, match="at step 1; stopped; no checkpoint was saved"):
+      train.train_and_evaluate(config, str(tmp_path))
+    assert not os.listdir(tmp_path / "checkpoints")
+    return
+  monkeypatch.setattr(registry, "get", lambda _: _poisoned(module, 2))
+  with pytest.raises(TrainingDiverged, match=r"at step 3; stopped, keeping the last good "
+                                             r"checkpoint \(step 2\)"):
+    train.train_and_evaluate(config, str(tmp_path))
+  assert os.listdir(tmp_path / "checkpoints") == ["2"]
+
+
+# Data each config's algorithm cannot use: a table for the image models, masks as targets for
+# the tabular estimators, real targets where classes are needed, classes where real targets
+# are. (k-means clusters the features of any dataset; the trees and k-NN flatten images and
+# sequences into features.)
+WRONG_DATA = [(name, dataset) for name, datasets in {
+    "adaboost": ["diabetes"], "cnn": ["diabetes", "iris", "rotating_digits"],
+    "colorize": ["iris"], "decision_tree": ["shapes"], "denoise": ["iris"],
+    "diffusion": ["iris"], "gan": ["iris"], "gradient_boosting": ["shapes"],
+    "knn": ["shapes"], "latent_ode": ["iris"], "linear_regression": ["iris"],
+    "logistic_regression": ["diabetes"], "mlp": ["diabetes"], "mlp_scratch": ["diabetes"],
+    "pca": ["iris"], "random_forest": ["shapes"], "resnet": ["diabetes"],
+    "unet": ["iris"], "vae": ["iris"]}.items() for dataset in datasets]
+# Data of another kind that an algorithm can still use: the GAN at 8x8, the VAE and PCA on
+# images whose targets are masks.
+OTHER_DATA = [("gan", "digits"), ("vae", "shapes"), ("pca", "shapes")]
+
+
+def _on(name: str, dataset: str):
+  config = tiny(name)
+  config.dataset = dataset
+  config.data = {"train_examples": 64, "test_examples": 32}
+  return config
+
+
+@pytest.mark.parametrize("name,dataset", WRONG_DATA)
+def test_data_it_cannot_use_is_refused_in_one_sentence(name, dataset, tmp_path):
+  with pytest.raises(M2MError) as error:
+    train.train_and_evaluate(_on(name, dataset), str(tmp_path))
+  message = str(error.value)
+  assert message.endswith(".") and "\n" not in message, message
+
+
+@pytest.mark.parametrize("name,dataset", OTHER_DATA)
+def test_other_data_it_can_use_trains(name, dataset, tmp_path):
+  config = _on(name, dataset)
+  _check_outputs(tmp_path, train.train_and_evaluate(config, str(tmp_path)), config)
+
+
+def test_every_config_but_kmeans_has_data_it_cannot_use():
+  assert {name for name, _ in WRONG_DATA} == set(CONFIGS) - {"kmeans"}
+
+
+EIGHT_DEVICES = """
+import json, sys, tempfile, types
+from m2m_jax import configlib, registry, train
+get = registry.get
+registry.get = lambda name: types.SimpleNamespace(**{
+    k: getattr(get(name), k) for k in dir(get(name)) if not k.startswith("_") and k != "figures"})
+out = {}
+for name in sys.argv[1:]:
+  config = configlib.tiny(configlib.load(name), steps=2)
+  out[name] = train.train_and_evaluate(config, tempfile.mkdtemp())["test"]
+print(json.dumps(out))
+"""
+
+
+def test_eight_devices_give_the_metrics_of_one(tmp_path, monkeypatch):
+  """Every algorithm (its first config, 2 steps) on 8 CPU devices in one subprocess, beside
+  the same runs on 1 device in this process."""
+  names = sorted(FIRST_CONFIG.values())
+  env = dict(os.environ, M2M_NO_PROGRESS="1", XLA_FLAGS=xla_flags(8))
+  proc = subprocess.Popen([sys.executable, "-c", EIGHT_DEVICES, *names], cwd=ROOT, env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  _without_figures(monkeypatch)  # figures are the same code on any mesh
+  one = {name: train.train_and_evaluate(configlib.tiny(configlib.load(name), steps=2),
+                                       str(tmp_path / name))["test"]
+         for name in names}
+  stdout, stderr = proc.communicate(timeout=900)
+  assert proc.returncode == 0, stderr[-3000:]
+  eight = json.loads(stdout.strip().splitlines()[-1])
+  for name in names:
+    assert eight[name].keys() == one[name].keys(), name
+    for key, value in one[name].items():
+      np.testing.assert_allclose(eight[name][key], value, rtol=EIGHT_DEVICES_RTOL, atol=1e-5,
+                                 err_msg=f"{name}: {key}")
+
+
+def test_every_registered_algorithm_has_a_config():
+  assert set(FIRST_CONFIG) == set(registry.ALGORITHMS)
