@@ -10,9 +10,8 @@ import pathlib
 import ml_collections
 
 from m2m_jax.errors import ConfigError, choose
+from m2m_jax.ops import optim
 
-OPTIMIZERS = ("adam", "adamw", "sgd", "momentum")
-SCHEDULES = ("constant", "cosine", "warmup_cosine")
 DTYPES = ("float32", "bfloat16")
 # Fields that may change between a run and its resumption without invalidating its checkpoint.
 RESUMABLE_FIELDS = ("num_steps", "num_epochs", "log_every", "eval_every", "checkpoint_every",
@@ -30,8 +29,11 @@ def base() -> ml_collections.ConfigDict:
   c.optimizer = "adam"
   c.learning_rate = 1e-3
   c.schedule = "constant"
-  c.warmup_steps = 0
+  c.warmup_steps = 0          # linear warmup from 0, before any schedule
+  c.decay_every = 0           # the step schedule: times decay_factor every decay_every steps
+  c.decay_factor = 0.1
   c.weight_decay = 0.0
+  c.grad_clip_norm = 0.0      # > 0: gradients clipped to this global norm
   c.batch_size = 128           # 0: the whole training set every step (full batch)
   c.eval_batch_size = 512      # rounded up to a multiple of the device count; padded
   c.num_steps = 0             # 0: derived from num_epochs
@@ -139,12 +141,14 @@ def validate(config: ml_collections.ConfigDict, num_devices: int) -> None:
     choose("dataset", config.dataset, [n for n in data.names() if n != "tfds:<name>"] + ["tfds:<name>"])
   if config.model_name:
     models.get(config.model_name)
-  choose("optimizer", config.optimizer, OPTIMIZERS)
-  choose("schedule", config.schedule, SCHEDULES)
+  choose("optimizer", config.optimizer, optim.OPTIMIZERS)
+  choose("schedule", config.schedule, optim.SCHEDULES)
   choose("dtype", config.dtype, DTYPES)
   if config.batch_size < 0:
     raise ConfigError(f"batch_size must be positive (or 0: the whole training set), got "
                       f"{config.batch_size}.")
+  if config.grad_clip_norm < 0:
+    raise ConfigError(f"grad_clip_norm must be >= 0 (0: no clipping), got {config.grad_clip_norm}.")
   for field in ("eval_batch_size", "log_every", "eval_every", "checkpoint_every",
                 "keep_checkpoints"):
     if config[field] <= 0:

@@ -49,8 +49,8 @@ def init(config: ml_collections.ConfigDict, rng: jax.Array, batch: dict) -> Stat
                      augment_flip=config.get("augment_flip", False))
 
 
-def _logits(state: State, params, x: jax.Array, train: bool):
-  logits, batch_stats = nets.apply(state, params, x, train)
+def _logits(state: State, params, x: jax.Array, train: bool, rng: jax.Array | None = None):
+  logits, batch_stats = nets.apply(state, params, x, train, rng)
   return logits.astype(jnp.float32), batch_stats
 
 
@@ -63,7 +63,7 @@ def train_step(state: State, batch: dict, rng: jax.Array) -> tuple[State, dict]:
     x = augment.random_flip(jax.random.fold_in(rng, 1), x)
 
   def loss_fn(params):
-    logits, batch_stats = _logits(state, params, x, train=True)
+    logits, batch_stats = _logits(state, params, x, train=True, rng=jax.random.fold_in(rng, 2))
     loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["y"]).mean()
     return loss, (logits, batch_stats)
 

@@ -65,10 +65,18 @@ def create(config: ml_collections.ConfigDict, model, rng: jax.Array, x: jax.Arra
                             batch_stats=variables.get("batch_stats", {}), **fields)
 
 
-def apply(state: State, params, x: jax.Array, train: bool, **kwargs) -> tuple[Any, Any]:
+def apply(state: State, params, x: jax.Array, train: bool, rng: jax.Array | None = None,
+          **kwargs) -> tuple[Any, Any]:
   """``(model output, batch_stats)``: in train mode BatchNorm normalises by the batch and the
-  returned statistics are updated; in eval mode it uses the running ones, returned unchanged."""
+  returned statistics are updated; in eval mode it uses the running ones, returned unchanged.
+
+  ``rng`` feeds the model's ``'dropout'`` stream (dropout, stochastic depth) in train mode; the
+  loop gives each step its own key, a pure function of (seed, step), so a resumed run draws the
+  same masks. A model without dropout ignores it.
+  """
   variables = {"params": params}
+  if train and rng is not None:
+    kwargs["rngs"] = {"dropout": rng}
   if not state.batch_stats:
     return state.apply_fn(variables, x, train=train, **kwargs), state.batch_stats
   variables["batch_stats"] = state.batch_stats
