@@ -15,6 +15,7 @@ import pytest
 from m2m_jax import configlib, data, train
 from m2m_jax.algorithms import gan, sample_quality
 from m2m_jax.errors import ConfigError, DataError
+from m2m_jax.ops import images
 from m2m_jax.models.gan import DCGAN, ConvTranspose2x, Discriminator, Generator, layout
 
 
@@ -137,7 +138,7 @@ def _assert_trees(assertion, a, b):
 
 def test_each_update_moves_only_its_player_along_its_own_gradient(initial):
   config, _, state, batch = initial
-  real = gan.to_model(jnp.asarray(batch["x"]))
+  real = images.to_model(jnp.asarray(batch["x"]))
   z = jax.random.normal(jax.random.key(3), (len(real), 100))
   fake = jax.random.uniform(jax.random.key(4), real.shape, minval=-1, maxval=1)  # any fakes
   g, d = state.generator, state.discriminator

@@ -15,6 +15,7 @@ from m2m_jax import configlib, data, train
 from m2m_jax.algorithms import vae
 from m2m_jax.errors import ConfigError, DataError
 from m2m_jax.models.vae import VAE
+from m2m_jax.ops import distributions
 
 
 def test_gaussian_kl_by_hand_and_by_the_general_formula():
@@ -22,7 +23,7 @@ def test_gaussian_kl_by_hand_and_by_the_general_formula():
   # (1 + 1 - 1 - 0) / 2 = 0.5; (e + 0 - 1 - 1) / 2 = (e - 2) / 2; the standard normal: 0.
   mean = jnp.array([[1.0, 0.0], [0.0, 0.0]])
   logvar = jnp.array([[0.0, 1.0], [0.0, 0.0]])
-  np.testing.assert_allclose(vae.gaussian_kl(mean, logvar), [0.5 + (math.e - 2) / 2, 0.0],
+  np.testing.assert_allclose(distributions.gaussian_kl(mean, logvar), [0.5 + (math.e - 2) / 2, 0.0],
                              rtol=1e-6)
   # KL(N(m1, s1^2) || N(m2, s2^2)) = log(s2 / s1) + (s1^2 + (m1 - m2)^2) / (2 s2^2) - 1/2, at
   # m2 = 0, s2 = 1, summed over dimensions.
@@ -30,7 +31,7 @@ def test_gaussian_kl_by_hand_and_by_the_general_formula():
   m, lv = rng.normal(size=(3, 5)), rng.normal(size=(3, 5))
   s = np.exp(lv / 2)
   general = np.sum(np.log(1 / s) + (s ** 2 + m ** 2) / 2 - 0.5, axis=1)
-  np.testing.assert_allclose(vae.gaussian_kl(jnp.asarray(m), jnp.asarray(lv)), general, rtol=1e-5)
+  np.testing.assert_allclose(distributions.gaussian_kl(jnp.asarray(m), jnp.asarray(lv)), general, rtol=1e-5)
 
 
 def test_gaussian_kl_against_monte_carlo():
@@ -39,7 +40,7 @@ def test_gaussian_kl_against_monte_carlo():
   s = np.exp(lv / 2)
   z = m + s * np.random.default_rng(1).normal(size=(400_000, 3))
   ratio = np.sum(stats.norm.logpdf(z, m, s) - stats.norm.logpdf(z), axis=1)
-  kl = float(vae.gaussian_kl(jnp.asarray(m)[None], jnp.asarray(lv)[None])[0])
+  kl = float(distributions.gaussian_kl(jnp.asarray(m)[None], jnp.asarray(lv)[None])[0])
   assert abs(ratio.mean() - kl) < 4 * ratio.std() / math.sqrt(len(ratio))
 
 
@@ -49,15 +50,15 @@ def test_bernoulli_log_likelihood_by_hand():
   logits = jnp.array([[0.0, math.log(3)], [100.0, -100.0]]).reshape(2, 1, 2, 1)
   x = jnp.array([[1.0, 0.25], [1.0, 0.0]]).reshape(2, 1, 2, 1)
   hand = math.log(0.5) + 0.25 * math.log(0.75) + 0.75 * math.log(0.25)
-  np.testing.assert_allclose(vae.bernoulli_log_likelihood(logits, x), [hand, 0.0], atol=1e-6)
+  np.testing.assert_allclose(distributions.bernoulli_log_likelihood(logits, x), [hand, 0.0], atol=1e-6)
   # The cross-entropy of continuous x is least at sigmoid(l) = x, where it is the entropy:
   # log 2 a pixel at x = 1/2, 0 for binary pixels.
   x = jnp.array([0.5, 0.5, 0.2, 1.0]).reshape(1, 2, 2, 1)
   entropy = 2 * math.log(2) - (0.2 * math.log(0.2) + 0.8 * math.log(0.8))
-  np.testing.assert_allclose(vae.bernoulli_entropy(x), [entropy], rtol=1e-6)
+  np.testing.assert_allclose(distributions.bernoulli_entropy(x), [entropy], rtol=1e-6)
   best = (jnp.log(x) - jnp.log1p(-x)).at[..., -1, -1, :].set(50.0)  # sigmoid(l) = x
-  np.testing.assert_allclose(-vae.bernoulli_log_likelihood(best, x), [entropy], rtol=1e-5)
-  assert float(-vae.bernoulli_log_likelihood(best + 0.3, x)[0]) > entropy + 0.01
+  np.testing.assert_allclose(-distributions.bernoulli_log_likelihood(best, x), [entropy], rtol=1e-5)
+  assert float(-distributions.bernoulli_log_likelihood(best + 0.3, x)[0]) > entropy + 0.01
 
 
 def test_gaussian_log_likelihood_against_scipy():
@@ -65,11 +66,11 @@ def test_gaussian_log_likelihood_against_scipy():
   mean, x = rng.uniform(size=(2, 3, 4, 4, 2))
   log_scale = np.array([-2.0, 0.5])  # one sigma per channel
   expected = stats.norm.logpdf(x, mean, np.exp(log_scale)).reshape(3, -1).sum(axis=1)
-  got = vae.gaussian_log_likelihood(jnp.asarray(mean), jnp.asarray(log_scale), jnp.asarray(x))
+  got = distributions.gaussian_log_likelihood(jnp.asarray(mean), jnp.asarray(log_scale), jnp.asarray(x))
   np.testing.assert_allclose(got, expected, rtol=1e-5)
   # d/d log sigma of sum_p (-u_p^2 / 2 - log sigma), u = (x - mean) / sigma: sum_p (u_p^2 - 1),
   # zero where sigma^2 is the mean squared error.
-  grad = jax.grad(lambda ls: vae.gaussian_log_likelihood(mean, ls, x).sum())(0.3)
+  grad = jax.grad(lambda ls: distributions.gaussian_log_likelihood(mean, ls, x).sum())(0.3)
   np.testing.assert_allclose(grad, np.sum((x - mean) ** 2 / math.exp(0.6) - 1), rtol=1e-4)
 
 
@@ -84,13 +85,13 @@ def test_reparameterisation_has_the_right_moments_and_gradients():
   key, n = jax.random.key(3), 200_000
   mean = jnp.full((n, 2), jnp.array([2.0, -1.0]))
   logvar = jnp.full((n, 2), jnp.log(jnp.array([9.0, 0.25])))
-  z = np.asarray(vae.reparameterise(key, mean, logvar))
+  z = np.asarray(distributions.reparameterise(key, mean, logvar))
   np.testing.assert_allclose(z.mean(axis=0), [2.0, -1.0], atol=4 * 3 / math.sqrt(n))
   np.testing.assert_allclose(z.var(axis=0), [9.0, 0.25], rtol=0.02)
   # z = mean + exp(logvar / 2) eps: dz/dmean = 1, dz/dlogvar = exp(logvar / 2) eps / 2.
   m, lv = jnp.array([0.3, -0.4]), jnp.array([0.2, -1.0])
-  eps = (vae.reparameterise(key, m, lv) - m) / jnp.exp(lv / 2)
-  g_mean, g_logvar = jax.grad(lambda a, b: vae.reparameterise(key, a, b).sum(), (0, 1))(m, lv)
+  eps = (distributions.reparameterise(key, m, lv) - m) / jnp.exp(lv / 2)
+  g_mean, g_logvar = jax.grad(lambda a, b: distributions.reparameterise(key, a, b).sum(), (0, 1))(m, lv)
   np.testing.assert_allclose(g_mean, [1.0, 1.0])
   np.testing.assert_allclose(g_logvar, jnp.exp(lv / 2) * eps / 2, rtol=1e-6)
   assert np.all(np.asarray(g_logvar) != 0)
@@ -217,7 +218,7 @@ def test_continuous_pixels_report_the_cross_entropy_floor(trained):
   state, test = trained["start"].replace(binarize=False), trained["dataset"].test
   x = test[np.arange(6)]
   out = jax.jit(vae.eval_step)(state, x)
-  np.testing.assert_allclose(out["bce_floor"], vae.bernoulli_entropy(jnp.asarray(x["x"])),
+  np.testing.assert_allclose(out["bce_floor"], distributions.bernoulli_entropy(jnp.asarray(x["x"])),
                              rtol=1e-6)
   assert np.all(out["recon"] > out["bce_floor"]) and np.all(out["bce_floor"] > 0)
 

@@ -29,6 +29,7 @@ from m2m_jax import report
 from m2m_jax.algorithms import nets
 from m2m_jax.errors import ConfigError, DataError, choose
 from m2m_jax.ops import metrics
+from m2m_jax.ops.keys import image_keys
 
 NOISES = ("salt_pepper", "pepper", "gaussian")
 EVAL_KEY = 20240601  # the test corruption's seed
@@ -50,19 +51,6 @@ def corrupt(key: jax.Array, x: jax.Array, noise: str, level: float) -> jax.Array
   value = (jax.random.bernoulli(salt_key, 0.5, x.shape).astype(x.dtype) if noise == "salt_pepper"
            else jnp.zeros_like(x))
   return jnp.where(hit, value, x)
-
-
-def hash_keys(key: jax.Array, words: jax.Array) -> jax.Array:
-  """One key per row of ``words`` (B, N) uint32, ``fold_in(key, hash(row))``: a polynomial hash
-  in wrapping uint32 arithmetic (exact, so independent of how the rows are batched)."""
-  powers = jnp.cumprod(jnp.full(words.shape[1], 2654435761, jnp.uint32))
-  return jax.vmap(lambda h: jax.random.fold_in(key, h))(jnp.sum(words * powers, axis=1))
-
-
-def image_keys(key: jax.Array, x: jax.Array) -> jax.Array:
-  """One key per image (B,): :func:`hash_keys` of the image's 8-bit pixels."""
-  return hash_keys(key, jnp.round(jnp.clip(x, 0, 1) * 255).astype(jnp.uint32).reshape(
-      x.shape[0], -1))
 
 
 def corrupt_each(keys: jax.Array, x: jax.Array, noise: str, level: float) -> jax.Array:

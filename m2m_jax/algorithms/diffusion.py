@@ -10,7 +10,7 @@ remembering the random initialisation in short runs); evaluation and sampling us
 
 Evaluation (per test image, with the EMA weights): ``eps_mse``, the mean squared error of the
 predicted noise over the image's pixels at a time t and noise drawn from a key derived from the
-image itself (:func:`m2m_jax.algorithms.denoise.image_keys`, so independent of batching), the
+image itself (:func:`m2m_jax.ops.keys.image_keys`, so independent of batching), the
 original's unit; ``eps_mse_raw``, the same with the raw weights; and ``eps_mse_t<k>`` at fixed
 times k = T/10, T/2, 9T/10. After training, :func:`final_metrics` draws ``config.fd.num_samples``
 images by T-step ancestral sampling (``ddpm``) and by ``config.ddim_steps``-step DDIM
@@ -34,9 +34,11 @@ import ml_collections
 import numpy as np
 
 from m2m_jax import report
-from m2m_jax.algorithms import denoise, nets, sample_quality
+from m2m_jax.algorithms import nets, sample_quality
 from m2m_jax.errors import ConfigError, DataError, choose
 from m2m_jax.ops import diffusion, optim
+from m2m_jax.ops.images import to_image, to_model
+from m2m_jax.ops.keys import image_keys
 
 EVAL_KEY = 20240602    # the test times and noises
 SAMPLE_KEY = 20240603  # the samples judged and shown
@@ -51,16 +53,6 @@ class State(nets.State):
   ema_decay: float = flax.struct.field(pytree_node=False, default=0.999)
   ddim_steps: int = flax.struct.field(pytree_node=False, default=50)
   ddim_eta: float = flax.struct.field(pytree_node=False, default=0.0)
-
-
-def to_model(x: jax.Array) -> jax.Array:
-  """Images in [0, 1] -> the model's range [-1, 1]; same shape."""
-  return 2.0 * x - 1.0
-
-
-def to_image(x: jax.Array) -> jax.Array:
-  """The model's range [-1, 1] -> images in [0, 1], clipped; same shape."""
-  return jnp.clip((x + 1.0) / 2.0, 0.0, 1.0)
 
 
 def ema_decay_at(step: jax.Array, decay: float) -> jax.Array:
@@ -136,7 +128,7 @@ def eval_times(num_steps: int) -> tuple[int, ...]:
 def eval_noise(schedule: diffusion.Schedule, x: jax.Array) -> tuple[jax.Array, jax.Array]:
   """Per-image test time (B,) and noise (B, H, W, C) of images x in [0, 1], drawn from
   ``fold_in(EVAL_KEY, hash(image))``: the same whatever batch the image sits in."""
-  keys = denoise.image_keys(jax.random.key(EVAL_KEY), x)
+  keys = image_keys(jax.random.key(EVAL_KEY), x)
   t = jax.vmap(lambda k: jax.random.randint(jax.random.fold_in(k, 0), (), 0,
                                             schedule.num_steps))(keys)
   eps = jax.vmap(lambda k: jax.random.normal(jax.random.fold_in(k, 1), x.shape[1:]))(keys)

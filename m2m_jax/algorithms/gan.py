@@ -24,7 +24,7 @@ schedule from then on; figures label each row with its own step.
 
 Evaluation (deterministic, independent of batching; BatchNorm in inference mode): per test
 image, D's probability of it being real, D's probability on a generated image whose noise is
-drawn from a key hashed from the test image (``denoise.image_keys``), and the two players'
+drawn from a key hashed from the test image (``ops.keys.image_keys``), and the two players'
 losses on that pair. D's running BatchNorm statistics average its real and its fake training
 batches, which it normalises apart, so in inference mode its probabilities sit on another scale
 than in training (often both low): compare ``d_real`` with ``d_fake``, not either with 1/2.
@@ -44,9 +44,10 @@ import optax
 
 from m2m_jax import report
 from m2m_jax.algorithms import nets, sample_quality
-from m2m_jax.algorithms.denoise import image_keys
 from m2m_jax.errors import ConfigError, DataError, choose
 from m2m_jax.ops import optim
+from m2m_jax.ops.images import to_image, to_model
+from m2m_jax.ops.keys import image_keys
 
 EVAL_KEY = 20240602    # the seed of the test images' noise
 SAMPLE_KEY = 20240603  # the seed of the samples judged and drawn at the end
@@ -76,16 +77,6 @@ def saturating_loss(fake_logits: jax.Array) -> jax.Array:
 
 
 GENERATOR_LOSSES = {"non_saturating": non_saturating_loss, "saturating": saturating_loss}
-
-
-def to_model(x: jax.Array) -> jax.Array:
-  """Images in [0, 1] -> [-1, 1], the range of the generator's tanh."""
-  return 2.0 * x - 1.0
-
-
-def to_image(g: jax.Array) -> jax.Array:
-  """The generator's output in [-1, 1] -> images in [0, 1]."""
-  return (g + 1.0) / 2.0
 
 
 @flax.struct.dataclass

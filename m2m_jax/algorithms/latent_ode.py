@@ -43,12 +43,12 @@ import ml_collections
 import numpy as np
 
 from m2m_jax import report
-from m2m_jax.algorithms import nets, sample_quality, vae
-from m2m_jax.algorithms.denoise import hash_keys
+from m2m_jax.algorithms import nets, sample_quality
 from m2m_jax.data.sequences import rotate
 from m2m_jax.errors import ConfigError, DataError, choose
 from m2m_jax.models import latent_ode as model_lib
-from m2m_jax.ops import optim
+from m2m_jax.ops import distributions, optim
+from m2m_jax.ops.keys import hash_keys
 
 LIKELIHOODS = ("bernoulli", "gaussian")
 EVAL_KEY = 20240602  # the test sample's seed
@@ -77,9 +77,9 @@ def frame_nll(out: jax.Array, x: jax.Array, likelihood: str, obs_std: float = 1.
   """
   frames = lambda a: a.reshape(-1, *a.shape[2:])
   if likelihood == "bernoulli":
-    ll = vae.bernoulli_log_likelihood(frames(out), frames(x))
+    ll = distributions.bernoulli_log_likelihood(frames(out), frames(x))
   else:
-    ll = vae.gaussian_log_likelihood(frames(out), jnp.log(jnp.float32(obs_std)), frames(x))
+    ll = distributions.gaussian_log_likelihood(frames(out), jnp.log(jnp.float32(obs_std)), frames(x))
   return -ll.reshape(x.shape[:2])
 
 
@@ -98,7 +98,7 @@ def nearest_observed(observed: np.ndarray) -> np.ndarray:
 
 
 def example_keys(key: jax.Array, x: jax.Array) -> jax.Array:
-  """One key per example (B,): :func:`denoise.hash_keys` of the example's exact float32 bits
+  """One key per example (B,): :func:`ops.keys.hash_keys` of the example's exact float32 bits
   (values need not be pixels), so independent of batching."""
   bits = jax.lax.bitcast_convert_type(x.astype(jnp.float32), jnp.uint32)
   return hash_keys(key, bits.reshape(x.shape[0], -1))
@@ -205,7 +205,7 @@ def elbo_terms(state: State, out: jax.Array, x: jax.Array, mu: jax.Array,
   the decoder's output ``out`` (B, T, ...), ``kl`` of q(z0 | x), and their sum ``neg_elbo``."""
   observed = jnp.asarray(_masks(state)["observed"])
   recon = jnp.sum(frame_nll(out, x, state.likelihood, state.obs_std) * observed, axis=1)
-  kl = vae.gaussian_kl(mu, logvar)
+  kl = distributions.gaussian_kl(mu, logvar)
   return {"neg_elbo": recon + kl, "recon": recon, "kl": kl}
 
 

@@ -1,0 +1,22 @@
+"""Random keys that belong to an example, not to its place in a batch.
+
+A test metric that draws noise (a corruption, a diffusion time, a VAE's eps) draws it from a
+key hashed from the example itself, so the metric is the same whatever the evaluation batch
+size, the padding or the number of devices.
+"""
+
+import jax
+import jax.numpy as jnp
+
+
+def hash_keys(key: jax.Array, words: jax.Array) -> jax.Array:
+  """One key per row of ``words`` (B, N) uint32, ``fold_in(key, hash(row))``: a polynomial hash
+  in wrapping uint32 arithmetic (exact, so independent of how the rows are batched)."""
+  powers = jnp.cumprod(jnp.full(words.shape[1], 2654435761, jnp.uint32))
+  return jax.vmap(lambda h: jax.random.fold_in(key, h))(jnp.sum(words * powers, axis=1))
+
+
+def image_keys(key: jax.Array, x: jax.Array) -> jax.Array:
+  """One key per image (B,): :func:`hash_keys` of the image's 8-bit pixels."""
+  return hash_keys(key, jnp.round(jnp.clip(x, 0, 1) * 255).astype(jnp.uint32).reshape(
+      x.shape[0], -1))
