@@ -88,8 +88,12 @@ def evaluate(algorithm, eval_step, state, split: data.Split, batch_size: int, me
 
 
 def _num_params(state: Any) -> int:
-  params = getattr(state, "params", state)
-  return int(sum(np.size(x) for x in jax.tree.leaves(params)))
+  """The leaves under every field or key named ``params`` (a GAN's two players; not an EMA
+  copy, not the optimizer's moments), or every leaf of a state without one (centroids, trees)."""
+  leaves = jax.tree_util.tree_leaves_with_path(state)
+  named = [x for path, x in leaves
+           if any(getattr(k, "name", getattr(k, "key", None)) == "params" for k in path)]
+  return int(sum(np.size(x) for x in named or [x for _, x in leaves]))
 
 
 @functools.lru_cache(maxsize=8)

@@ -105,11 +105,6 @@ class State:
     """Loop steps done (each updates both players once)."""
     return self.generator.step
 
-  @property
-  def params(self) -> dict:
-    """Both players' parameters (what the loop counts as the model's size)."""
-    return {"generator": self.generator.params, "discriminator": self.discriminator.params}
-
 
 def snapshot_schedule(num_steps: int, k: int) -> tuple[int, ...]:
   """K evenly spaced steps from 0 to ``num_steps`` (fewer when they would repeat)."""
