@@ -1,5 +1,5 @@
-"""Shared test setup: quiet progress bars, one XLA compilation cache and one cache of trained
-sample-quality judges for the session, subprocess helpers for the CLI."""
+"""Shared test setup: quiet progress bars, one cache of trained sample-quality judges for the
+session, fast XLA compiles, the longest tests first, subprocess helpers for the CLI."""
 
 import atexit
 import os
@@ -11,23 +11,16 @@ import tempfile
 import pytest
 
 os.environ.setdefault("M2M_NO_PROGRESS", "1")
-# Many tests compile the same programs (the same config trained by the loop, the CLI in a
-# subprocess, a notebook's kernel): a persistent cache, new for each session and shared by its
-# pytest-xdist workers and subprocesses through the environment, compiles each program once.
-if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
-  os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="m2m_jax_test_xla_")
-  atexit.register(shutil.rmtree, os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
-# Trained sample-quality judges (m2m_jax.algorithms.sample_quality) likewise, one cache a session.
+# Trained sample-quality judges (m2m_jax.algorithms.sample_quality): one cache a session, shared
+# by the pytest-xdist workers, subprocesses and notebook kernels through the environment.
 if "M2M_CACHE_DIR" not in os.environ:
   os.environ["M2M_CACHE_DIR"] = tempfile.mkdtemp(prefix="m2m_jax_test_cache_")
   atexit.register(shutil.rmtree, os.environ["M2M_CACHE_DIR"], ignore_errors=True)
-os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
-os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
-# Without a size limit jax writes cache entries with no lock, and a worker could read another's
-# half-written program; with one, every read and write holds the cache's file lock.
-os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(16 * 2**30))
-# A program with a host callback is never cached; equinox's runtime checks inside diffrax add
-# one unless failures become NaN (which the loop stops on anyway).
+# No persistent XLA compilation cache: jaxlib 0.10.2 segfaulted twice in CI while serialising
+# an executable for it (`executable.serialize()`); the programs a process compiles are kept in
+# memory instead (train._programs, nets.init_variables).
+# Equinox's runtime checks inside diffrax turn a failure into NaN (which the loop stops on)
+# instead of a host callback in every solve.
 os.environ.setdefault("EQX_ON_ERROR", "nan")
 # The tests compile many small programs: at XLA's backend optimisation level 1 (the default is
 # 2) a CPU compiles them several times faster (a random kernel: 0.16 s instead of 2.5 s) and
