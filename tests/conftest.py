@@ -45,6 +45,32 @@ def pytest_collection_modifyitems(items):
   items.sort(key=lambda item: not any(name in item.nodeid for name in LONGEST))
 
 
+# Every compiled CPU program keeps its code in memory maps, and a process may hold at most
+# vm.max_map_count (65,530) of them: a worker that ran hundreds of tests' programs crashed inside
+# XLA (abort, segfault) near 26,000 and rising. Past MAX_MAPS the compiled programs are dropped.
+MAX_MAPS = 20_000
+
+
+def _memory_maps() -> int:
+  try:
+    with open("/proc/self/maps", "rb") as f:
+      return sum(1 for _ in f)
+  except OSError:  # not Linux
+    return 0
+
+
+@pytest.fixture(autouse=True)
+def _drop_compiled_programs_past_max_maps():
+  yield
+  if _memory_maps() > MAX_MAPS:
+    import jax
+    from m2m_jax import train
+    from m2m_jax.algorithms import nets
+    train._programs.cache_clear()
+    nets._jitted_init.cache_clear()
+    jax.clear_caches()
+
+
 def xla_flags(devices: int) -> str:
   """XLA_FLAGS for a subprocess on ``devices`` CPU devices."""
   return f"--xla_force_host_platform_device_count={devices} {XLA_OPTIMIZATION}"
