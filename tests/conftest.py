@@ -16,9 +16,9 @@ os.environ.setdefault("M2M_NO_PROGRESS", "1")
 if "M2M_CACHE_DIR" not in os.environ:
   os.environ["M2M_CACHE_DIR"] = tempfile.mkdtemp(prefix="m2m_jax_test_cache_")
   atexit.register(shutil.rmtree, os.environ["M2M_CACHE_DIR"], ignore_errors=True)
-# No persistent XLA compilation cache: jaxlib 0.10.2 segfaulted twice in CI while serialising
-# an executable for it (`executable.serialize()`); the programs a process compiles are kept in
-# memory instead (train._programs, nets.init_variables).
+# No persistent XLA compilation cache: serialising, compressing and writing every program cost
+# more than reading them back saved (a run without it reached 62% of the suite in 10 minutes);
+# a process keeps the programs it compiled in memory (train._programs, nets.init_variables).
 # Equinox's runtime checks inside diffrax turn a failure into NaN (which the loop stops on)
 # instead of a host callback in every solve.
 os.environ.setdefault("EQX_ON_ERROR", "nan")
