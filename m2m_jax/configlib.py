@@ -104,8 +104,8 @@ def tiny(config: ml_collections.ConfigDict, steps: int = 4) -> ml_collections.Co
   one step), batches of at most 16 and evaluation batches of 16 examples, 64 training and 32
   test examples spread over each split, widths and depths of ``config.model`` capped
   (``TINY_WIDTHS``, ``TINY_DEPTHS``: trees of depth 3 at most; GroupNorm at 2 groups),
-  ``steps`` trees for the ensembles, 10 diffusion steps, and no sample judging. The algorithm, the model's layout, the
-  dataset's format and every other setting are kept.
+  ``steps`` trees for the ensembles, 10 diffusion steps, and no sample judging. The algorithm,
+  the model's layout, the dataset's format and every other setting are kept.
   """
   c = ml_collections.ConfigDict(config.to_dict())
   if "n_estimators" in c.model:

@@ -41,7 +41,8 @@ class Subset:
 
   def __init__(self, split: Split, n: int):
     self.split = split
-    self.index = np.arange(min(n, len(split))) * len(split) // min(n, len(split))
+    n = min(n, len(split))
+    self.index = np.arange(n) * len(split) // n
 
   def __len__(self) -> int:
     return len(self.index)
