@@ -16,6 +16,12 @@ os.environ.setdefault("M2M_NO_PROGRESS", "1")
 if "M2M_CACHE_DIR" not in os.environ:
   os.environ["M2M_CACHE_DIR"] = tempfile.mkdtemp(prefix="m2m_jax_test_cache_")
   atexit.register(shutil.rmtree, os.environ["M2M_CACHE_DIR"], ignore_errors=True)
+# A directory of this session alone, shared by its pytest-xdist workers (made by the process
+# that starts them, before they start).
+if "M2M_TEST_SESSION_DIR" not in os.environ:
+  os.environ["M2M_TEST_SESSION_DIR"] = tempfile.mkdtemp(prefix="m2m_jax_test_session_")
+  atexit.register(shutil.rmtree, os.environ["M2M_TEST_SESSION_DIR"], ignore_errors=True)
+SESSION_DIR = os.environ["M2M_TEST_SESSION_DIR"]
 # No persistent XLA compilation cache: serialising, compressing and writing every program cost
 # more than reading them back saved (a run without it reached 62% of the suite in 10 minutes);
 # a process keeps the programs it compiled in memory (train._programs, nets.init_variables).
@@ -36,13 +42,18 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 # The longest tests start first, so that the two workers end together (longest first is the
-# classic rule for scheduling jobs on a few machines).
-LONGEST = ("test_eight_devices", "test_multihost", "test_notebooks", "test_killed_run",
-           "test_bench")
+# classic rule for scheduling jobs on a few machines). The 8-device comparison runs last: it
+# waits for a subprocess that runs beside the suite (test_contract.py).
+LONGEST = ("test_multihost", "test_notebooks", "test_killed_run", "test_bench")
+LAST = ("test_eight_devices",)
 
 
 def pytest_collection_modifyitems(items):
-  items.sort(key=lambda item: not any(name in item.nodeid for name in LONGEST))
+  def rank(item) -> int:
+    return (0 if any(name in item.nodeid for name in LONGEST) else
+            2 if any(name in item.nodeid for name in LAST) else 1)
+
+  items.sort(key=rank)
 
 
 # Every compiled CPU program keeps its code in memory maps, and a process may hold at most
