@@ -64,3 +64,18 @@ def test_nan_and_ragged_arrays_are_refused():
     ArraySplit({"x": np.array([[0.0], [np.nan]]), "y": np.array([0, 1])})
   with pytest.raises(DataError, match="differ in length"):
     ArraySplit({"x": np.zeros((3, 1)), "y": np.zeros(2)})
+
+
+def test_pad_by_hand():
+  rows = [np.array([[1, 2]]), np.zeros((0, 2), int), np.array([[3, 4], [5, 6], [7, 8]])]
+  padded, mask = data.pad(rows, 2)
+  np.testing.assert_array_equal(padded, [[[1, 2], [0, 0]], [[0, 0], [0, 0]], [[3, 4], [5, 6]]])
+  np.testing.assert_array_equal(mask, [[True, False], [False, False], [True, True]])
+
+
+def test_datasets_name_their_classes_and_image_size():
+  digits = data.load("digits", upsample=2)
+  assert digits.class_names == tuple("0123456789") and digits.image_size == (16, 16)
+  iris = data.load("iris")
+  assert iris.class_names == ("setosa", "versicolor", "virginica") and iris.image_size is None
+  assert data.load("spirals").class_names == ("clockwise", "counter-clockwise")

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import m2m_jax.data
-from m2m_jax.errors import DataError
+from m2m_jax.errors import ConfigError, DataError
 
 MOCK_TFDS_EXAMPLES = 128  # a split
 
@@ -45,7 +45,7 @@ class _FakeSource(list):
 def test_split_reads_tabular_features_and_real_targets():
   from m2m_jax.data.tfds_source import TfdsSplit
   records = [{"features": {"b": 2.0 * i, "a": float(i)}, "quality": i + 3} for i in range(4)]
-  split = TfdsSplit(_FakeSource(records), x_key="features", y_key="quality")
+  split = TfdsSplit(_FakeSource(records), keys={"x": "features", "y": "quality"})
   batch = split[np.array([3, 1])]
   np.testing.assert_array_equal(batch["x"], [[3.0, 6.0], [1.0, 2.0]])  # sorted keys: a, b
   assert batch["x"].dtype == np.float32 and batch["y"].dtype == np.int32
@@ -58,3 +58,33 @@ def test_unknown_feature_is_refused(mock_tfds, tmp_path):
     m2m_jax.data.load("tfds:mnist", data_dir=str(tmp_path), x_key="features")
 
 
+
+
+def test_any_feature_keys_with_variable_lengths_padded(mock_tfds, tmp_path):
+  """voc's objects: boxes and labels of variable number, read as padded fields with masks."""
+  keys = {"x": "image", "boxes": "objects/bbox", "labels": "objects/label"}
+  ds = m2m_jax.data.load("tfds:voc/2012", data_dir=str(tmp_path), keys=keys, image_size=16,
+                         max_lengths={"boxes": 12, "labels": 12})
+  assert ds.max_lengths == {"boxes": 12, "labels": 12} and ds.image_size == (16, 16)
+  assert ds.num_classes == 20 and ds.class_names[:3] == ("aeroplane", "bicycle", "bird")
+  batch = ds.train[np.arange(4)]
+  assert set(batch) == {"x", "boxes", "boxes_mask", "labels", "labels_mask"}
+  assert batch["x"].shape == (4, 16, 16, 3) and batch["x"].dtype == np.float32
+  assert batch["boxes"].shape == (4, 12, 4) and batch["boxes"].dtype == np.float32
+  assert batch["labels"].shape == batch["labels_mask"].shape == (4, 12)
+  assert batch["boxes_mask"].dtype == bool
+  source = ds.train.source.__getitems__(list(range(4)))
+  for i, record in enumerate(source):  # every real box, in order, then zeros
+    n = min(len(record["objects"]["bbox"]), 12)
+    assert batch["boxes_mask"][i].sum() == n
+    np.testing.assert_array_equal(batch["boxes"][i, :n], record["objects"]["bbox"][:n])
+    assert not batch["boxes"][i, n:].any()
+
+
+def test_unknown_nested_feature_and_unread_max_length_are_refused(mock_tfds, tmp_path):
+  with pytest.raises(DataError, match="no feature 'objects/box'; its features are: image, "
+                                      "image/filename, labels, labels_no_difficult, objects/bbox"):
+    m2m_jax.data.load("tfds:voc/2012", data_dir=str(tmp_path), keys={"boxes": "objects/box"})
+  with pytest.raises(ConfigError, match="max_lengths names 'boxes', which is not one of the "
+                                        "keys read: x, y"):
+    m2m_jax.data.load("tfds:mnist", data_dir=str(tmp_path), max_lengths={"boxes": 4})

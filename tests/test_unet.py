@@ -249,15 +249,18 @@ class _FakeSource(list):
     return [self[k] for k in keys]
 
 
+PET_KEYS = {"x": "image", "y": "segmentation_mask"}
+
+
 def test_label_masks_resize_by_nearest_neighbour():
   from m2m_jax.data.tfds_source import TfdsSplit
   trimap = np.repeat(np.repeat(np.array([[1, 2], [3, 1]], np.uint8), 3, 0), 3, 1)[..., None]
   record = {"image": np.full((6, 6, 3), 255, np.uint8), "segmentation_mask": trimap}
-  labels = TfdsSplit(_FakeSource([record]), y_key="segmentation_mask", image_size=4)[[0]]
+  labels = TfdsSplit(_FakeSource([record]), PET_KEYS, image_size=4)[[0]]
   np.testing.assert_array_equal(labels["y"][0, ..., 0], np.repeat(np.repeat(
       [[1, 2], [3, 1]], 2, 0), 2, 1))
   np.testing.assert_allclose(labels["x"], 1.0, rtol=1e-6)
-  binary = TfdsSplit(_FakeSource([record]), y_key="segmentation_mask", image_size=4,
+  binary = TfdsSplit(_FakeSource([record]), PET_KEYS, image_size=4,
                      mask_values=(1, 3))[[0]]
   np.testing.assert_array_equal(binary["y"][0, ..., 0], [[1, 1, 0, 0]] * 2 + [[1, 1, 1, 1]] * 2)
 

@@ -12,7 +12,9 @@ Offline, shipped with the install:
 Online, for users with internet: ``tfds:<name>`` (e.g. ``tfds:mnist``) through
 tensorflow-datasets' random-access ``data_source``.
 
-Every split is a :class:`Split`: ``len(split)`` and ``split[indices] -> {'x': ..., 'y': ...}``.
+Every split is a :class:`Split`: ``len(split)`` and ``split[indices] -> {'x': ..., 'y': ...}``
+(or any other keys: a tfds dataset reads the features ``config.data.keys`` names, padding those
+of variable length to ``config.data.max_lengths``).
 Random access lets the training order be a pure function of (seed, step), which exact resume
 needs. The train/test partition of the offline sets is fixed and seeded.
 """
@@ -21,7 +23,7 @@ import dataclasses
 import inspect
 
 from m2m_jax.data import offline, photos, sequences, shapes, tfds_source
-from m2m_jax.data.core import ArraySplit, Dataset, Split, Subset, batch_indices
+from m2m_jax.data.core import ArraySplit, Dataset, Split, Subset, batch_indices, pad
 from m2m_jax.errors import ConfigError, choose
 
 OFFLINE = {
@@ -39,7 +41,7 @@ OFFLINE = {
     "spirals": sequences.spirals,
 }
 
-__all__ = ["ArraySplit", "Dataset", "Split", "Subset", "batch_indices", "load", "names"]
+__all__ = ["ArraySplit", "Dataset", "Split", "Subset", "batch_indices", "load", "names", "pad"]
 
 
 def names() -> list[str]:

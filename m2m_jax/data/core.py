@@ -1,7 +1,7 @@
 """Splits with random access, and the step-indexed batch order."""
 
 import dataclasses
-from typing import Mapping, Protocol
+from typing import Mapping, Protocol, Sequence
 
 import numpy as np
 
@@ -57,10 +57,14 @@ class Dataset:
 
   Attributes:
     name: registry name.
-    train, test: the splits; each example is ``{'x': features or image (H, W, C) in [0, 1],
-      'y': int label or float target}``.
+    train, test: the splits; each example is a dict of arrays, most often ``{'x': features or
+      image (H, W, C) in [0, 1], 'y': int label or float target}``. A field of variable length
+      (the boxes of an image) is padded to a fixed length and comes with a boolean
+      ``<field>_mask`` (see :func:`pad`).
     num_classes: number of classes, or None for regression / unlabeled data.
     description: one line for READMEs and figures.
+    class_names: the name of each class (``()`` when the dataset has none).
+    max_lengths: the padded length of each variable-length field (e.g. ``{'boxes': 100}``).
   """
 
   name: str
@@ -68,10 +72,34 @@ class Dataset:
   test: Split
   num_classes: int | None
   description: str = ""
+  class_names: tuple[str, ...] = ()
+  max_lengths: Mapping[str, int] = dataclasses.field(default_factory=dict)
 
   def sample(self, n: int = 2) -> dict[str, np.ndarray]:
     """The first ``n`` training examples (for shape inference in ``init``)."""
     return self.train[np.arange(min(n, len(self.train)))]
+
+  @property
+  def image_size(self) -> tuple[int, int] | None:
+    """(H, W) of the images ``x`` of shape (H, W, C); None when ``x`` is not an image."""
+    x = self.sample(1)["x"]
+    return tuple(x.shape[1:3]) if x.ndim == 4 else None
+
+
+def pad(arrays: Sequence[np.ndarray], length: int) -> tuple[np.ndarray, np.ndarray]:
+  """Arrays of variable leading length, each (n_i, ...), as one zero-padded batch.
+
+  Returns:
+    (padded (B, length, ...), mask (B, length) bool, True on the first min(n_i, length) rows).
+    Rows past ``length`` are dropped.
+  """
+  first = np.asarray(arrays[0])
+  padded = np.zeros((len(arrays), length, *first.shape[1:]), first.dtype)
+  mask = np.zeros((len(arrays), length), bool)
+  for i, a in enumerate(arrays):
+    n = min(len(a), length)
+    padded[i, :n], mask[i, :n] = np.asarray(a)[:n], True
+  return padded, mask
 
 
 def batch_indices(step: int, *, num_examples: int, batch_size: int, seed: int) -> np.ndarray:

@@ -30,7 +30,8 @@ def stratified_split(y: np.ndarray, test_size: int | float, seed: int):
   return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
 
 
-def _classification(name, x, y, test_size, seed, description, standardize=False) -> Dataset:
+def _classification(name, x, y, test_size, seed, description, standardize=False,
+                    class_names=()) -> Dataset:
   train, test = stratified_split(y, test_size, seed)
   x = x.astype(np.float32)
   if standardize:
@@ -38,7 +39,8 @@ def _classification(name, x, y, test_size, seed, description, standardize=False)
     x = (x - mean) / np.where(std > 0, std, 1.0)
   y = y.astype(np.int32)
   return Dataset(name, ArraySplit({"x": x[train], "y": y[train]}),
-                 ArraySplit({"x": x[test], "y": y[test]}), int(y.max()) + 1, description)
+                 ArraySplit({"x": x[test], "y": y[test]}), int(y.max()) + 1, description,
+                 tuple(class_names) or tuple(str(c) for c in range(int(y.max()) + 1)))
 
 
 @functools.cache
@@ -92,7 +94,8 @@ def mnist5k(seed: int = 0, test_size: int = 1000) -> Dataset:
 def _tabular(loader, name, seed, test_size, standardize, description):
   from sklearn import datasets
   d = getattr(datasets, loader)()
-  return _classification(name, d.data, d.target, test_size, seed, description, standardize)
+  return _classification(name, d.data, d.target, test_size, seed, description, standardize,
+                         [str(n) for n in d.target_names])
 
 
 def iris(seed: int = 0, test_size: float = 0.2, standardize: bool = True) -> Dataset:

@@ -102,9 +102,10 @@ def rotating_digits(seed: int = 0, num_frames: int = 10, angle_step: float = 36.
     return ArraySplit({"x": x, "t": np.broadcast_to(times, (len(x), num_frames)).copy(),
                        "y": arrays["y"]})
 
-  return Dataset("rotating_digits", split(base.train), split(base.test), 10,
-                 f"mnist5k digits {size}x{size} rotated through {num_frames} angles "
+  description = (f"mnist5k digits {size}x{size} rotated through {num_frames} angles "
                  f"{angle_step:g} degrees apart")
+  return Dataset("rotating_digits", split(base.train), split(base.test), 10, description,
+                 base.class_names)
 
 
 def spiral_curves(num_total: int = 500, stop: float = 6 * np.pi, a: float = 0.0,
@@ -157,4 +158,5 @@ def spirals(seed: int = 0, num_spirals: int = 1000, num_points: int = 100, noise
   train, test = offline.stratified_split(y, test_size, seed)
   split = lambda idx: ArraySplit({"x": x[idx], "t": t[idx], "y": y[idx]})
   return Dataset("spirals", split(train), split(test), 2,
-                 f"noisy 2-D spirals, {num_points} points, noise {noise:g}")
+                 f"noisy 2-D spirals, {num_points} points, noise {noise:g}",
+                 ("clockwise", "counter-clockwise"))

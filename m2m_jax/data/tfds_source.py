@@ -5,19 +5,27 @@ time downloads it and needs TensorFlow (``pip install -e ".[tf]"``; Colab has it
 """
 
 from importlib.util import find_spec
+from typing import Mapping
 
 import numpy as np
 
-from m2m_jax.data.core import Dataset
+from m2m_jax.data.core import Dataset, pad
 from m2m_jax.errors import ConfigError, DataError
+
+DEFAULT_KEYS = {"x": "image", "y": "label"}
 
 
 class TfdsSplit:
-  """One tfds split with random access, as ``{'x': float32, 'y': int32 or float32}``.
+  """One tfds split with random access, as a dict of arrays named by ``keys``.
 
-  ``x`` is the record's ``x_key`` feature: an image (uint8) is scaled to [0, 1]; a dict of
-  scalar features (e.g. wine_quality's) becomes a vector in the dict's sorted key order. ``y``
-  is the ``y_key`` feature: int32 for class labels, float32 for a real target.
+  ``keys`` maps each example key to the tfds feature it reads, a path with ``/`` into nested
+  features (``{'x': 'image', 'y': 'label', 'boxes': 'objects/bbox'}``). ``x`` is scaled to
+  float32 in [0, 1] when it is an image (uint8); a dict of scalar features (e.g.
+  wine_quality's) becomes a vector in the dict's sorted key order. ``y`` is int32 for class
+  labels, float32 for a real target. A key in ``max_lengths`` has a variable leading length
+  (the objects of an image): it is padded with zeros (or cut) to that length, and
+  ``<key>_mask`` marks its real entries (:func:`m2m_jax.data.pad`). Other keys keep their
+  stored dtype.
 
   For segmentation, ``image_size = s > 0`` resizes every image to (s, s) (bilinear, with
   antialiasing) and an image-shaped ``y`` such as a label mask (H, W, 1) to (s, s, 1) (nearest
@@ -25,27 +33,43 @@ class TfdsSplit:
   1.0 where it equals one of the values.
   """
 
-  def __init__(self, source, x_key: str = "image", y_key: str = "label", image_size: int = 0,
-               mask_values: tuple = ()):
-    self.source, self.x_key, self.y_key = source, x_key, y_key
+  def __init__(self, source, keys: Mapping[str, str] = DEFAULT_KEYS, image_size: int = 0,
+               mask_values: tuple = (), max_lengths: Mapping[str, int] | None = None):
+    self.source, self.keys = source, dict(keys)
     self.image_size, self.mask_values = image_size, tuple(mask_values)
+    self.max_lengths = dict(max_lengths or {})
 
   def __len__(self) -> int:
     return len(self.source)
 
   def __getitem__(self, idx: np.ndarray) -> dict[str, np.ndarray]:
     records = self.source.__getitems__([int(i) for i in np.asarray(idx)])
-    xs = [_features(r[self.x_key]) for r in records]
-    ys = [np.asarray(r[self.y_key]) for r in records]
-    scale = 255.0 if xs[0].dtype == np.uint8 else 1.0
-    if self.image_size:
-      xs = [_resize(a, self.image_size, "bilinear") for a in xs]
-      ys = [_resize(a, self.image_size, "nearest") if a.ndim == 3 else a for a in ys]
-    x, y = _stack(xs, self.x_key), _stack(ys, self.y_key)
-    x = x.astype(np.float32) / scale
-    if self.mask_values:
-      return {"x": x, "y": np.isin(y, self.mask_values).astype(np.float32)}
-    return {"x": x, "y": y.astype(np.int32 if np.issubdtype(y.dtype, np.integer) else np.float32)}
+    out, scale = {}, 1.0
+    for key, path in self.keys.items():
+      values = [_features(_get(r, path)) for r in records]
+      if key == "x" and values[0].dtype == np.uint8:
+        scale = 255.0
+      if self.image_size and (key == "x" or (key == "y" and values[0].ndim == 3)):
+        values = [_resize(a, self.image_size, "bilinear" if key == "x" else "nearest")
+                  for a in values]
+      if key in self.max_lengths:
+        out[key], out[f"{key}_mask"] = pad(values, self.max_lengths[key])
+      else:
+        out[key] = _stack(values, path)
+    if "x" in out:
+      out["x"] = out["x"].astype(np.float32) / scale
+    if "y" in out:
+      y = out["y"]
+      out["y"] = (np.isin(y, self.mask_values).astype(np.float32) if self.mask_values else
+                  y.astype(np.int32 if np.issubdtype(y.dtype, np.integer) else np.float32))
+    return out
+
+
+def _get(record: dict, path: str):
+  """The feature at ``path`` ('objects/bbox') of a record of nested dicts."""
+  for part in path.split("/"):
+    record = record[part]
+  return record
 
 
 def _stack(arrays: list[np.ndarray], key: str) -> np.ndarray:
@@ -74,7 +98,9 @@ def _features(value) -> np.ndarray:
 
 def load(name: str, data_dir: str | None = None, train_split: str = "train",
          test_split: str = "test", x_key: str = "image", y_key: str = "label",
-         download: bool = False, image_size: int = 0, mask_values: tuple = ()) -> Dataset:
+         download: bool = False, image_size: int = 0, mask_values: tuple = (),
+         keys: Mapping[str, str] | None = None,
+         max_lengths: Mapping[str, int] | None = None) -> Dataset:
   """Opens tfds dataset ``name`` (e.g. ``mnist``, ``cifar10``) for random access.
 
   Args:
@@ -88,6 +114,14 @@ def load(name: str, data_dir: str | None = None, train_split: str = "train",
       size; 0 keeps them as stored (they must then share one shape).
     mask_values: make ``y`` a binary float mask, 1.0 where it equals one of these values
       (``(1,)`` with ``y_key='segmentation_mask'`` is the pet in oxford_iiit_pet's trimap).
+    keys: every example key and the feature it reads, ``/`` into nested features (e.g.
+      ``{'x': 'image', 'boxes': 'objects/bbox', 'labels': 'objects/label'}`` for voc);
+      replaces ``x_key`` and ``y_key`` (None: ``{'x': x_key, 'y': y_key}``).
+    max_lengths: the keys of variable length and the length each is padded (or cut) to; each
+      comes with a boolean ``<key>_mask``.
+
+  The dataset's ``class_names`` are those of the class-label feature read as ``y`` (or, for
+  ``keys`` without ``y``, as ``labels``), if it has names.
   """
   import tensorflow_datasets as tfds
   if image_size < 0:
@@ -107,11 +141,33 @@ def load(name: str, data_dir: str | None = None, train_split: str = "train",
     raise DataError(
         f"tfds dataset {name!r} is not prepared as array_record in {builder.data_dir}; prepare "
         "it once with --config.data.download=True (needs internet and TensorFlow).") from None
-  features = builder.info.features
-  for key in (x_key, y_key):
-    if key not in features:
-      raise DataError(f"tfds dataset {name!r} has no feature {key!r}; its features are: "
-                      f"{', '.join(sorted(features))}.")
-  train, test = (TfdsSplit(s, x_key, y_key, image_size, mask_values) for s in (train, test))
-  num_classes = None if mask_values else getattr(features[y_key], "num_classes", None)
-  return Dataset(f"tfds:{name}", train, test, num_classes, f"tensorflow-datasets {name}")
+  keys = dict(keys or {"x": x_key, "y": y_key})
+  unknown = sorted(set(max_lengths or {}) - set(keys))
+  if unknown:
+    raise ConfigError(f"max_lengths names {unknown[0]!r}, which is not one of the keys read: "
+                      f"{', '.join(keys)}.")
+  paths = _feature_paths(builder.info.features)
+  for path in keys.values():
+    if path not in paths:
+      raise DataError(f"tfds dataset {name!r} has no feature {path!r}; its features are: "
+                      f"{', '.join(sorted(paths))}.")
+  train, test = (TfdsSplit(s, keys, image_size, mask_values, max_lengths) for s in (train, test))
+  label = paths.get(keys.get("y", keys.get("labels", "")))
+  num_classes = None if mask_values else getattr(label, "num_classes", None)
+  return Dataset(f"tfds:{name}", train, test, num_classes, f"tensorflow-datasets {name}",
+                 tuple(getattr(label, "names", None) or ()) if num_classes else (),
+                 dict(max_lengths or {}))
+
+
+def _feature_paths(features, prefix: str = "") -> dict:
+  """Every feature of a tfds FeaturesDict by its path: ``{'image': Image, 'objects/bbox':
+  BBoxFeature, ...}`` (the features inside a Sequence of a dict included)."""
+  import tensorflow_datasets as tfds
+  out = {}
+  for key, feature in features.items():
+    inner = feature.feature if isinstance(feature, tfds.features.Sequence) else feature
+    if isinstance(inner, tfds.features.FeaturesDict):
+      out.update(_feature_paths(inner, f"{prefix}{key}/"))
+    else:
+      out[f"{prefix}{key}"] = inner
+  return out
