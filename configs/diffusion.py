@@ -46,7 +46,7 @@ covered; measured on 2 CPU cores shared with other jobs (load average 10-19), ja
       --config.data.download=True   # the first time: needs internet and TensorFlow
 """
 
-from m2m_jax import configlib
+from m2m_jax import configlib, evaluators
 from m2m_jax.algorithms import sample_quality
 
 
@@ -62,6 +62,7 @@ def default():
   c.ema_decay = 0.995
   c.sample_batch_size = 250
   c.fd = sample_quality.default_config()
+  c.evals.samples = evaluators.spec("samples", every=-1)  # after training
   c.fd.num_samples = 200       # per sampler; 1000 ancestral steps each
   # Model: 28 -> 14 -> 7.
   c.model_name = "ddpm_unet"

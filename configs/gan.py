@@ -32,7 +32,7 @@ over training kept in the checkpointed state, and a number for the samples (the 
       --config.data.download=True   # the first time: needs internet and TensorFlow
 """
 
-from m2m_jax import configlib
+from m2m_jax import configlib, evaluators
 from m2m_jax.algorithms import sample_quality
 
 
@@ -57,6 +57,7 @@ def default():
   c.snapshot_samples = 12
   # Sample quality: as many samples as test images.
   c.fd = sample_quality.default_config()
+  c.evals.samples = evaluators.spec("samples", every=-1)  # after training
   # Cadence.
   c.log_every = 100
   c.eval_every = 500

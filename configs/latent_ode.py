@@ -54,7 +54,7 @@ adjoint the original mentioned but did not use is `model.gradients = 'adjoint'`.
 
 import ml_collections
 
-from m2m_jax import configlib
+from m2m_jax import configlib, evaluators
 from m2m_jax.algorithms import sample_quality
 
 
@@ -88,6 +88,7 @@ def default():
   c.model.gradients = "backprop"
   # Sample quality: first frames of prior sequences, judged as mnist5k digits (MNIST FD).
   c.fd = sample_quality.default_config()
+  c.evals.samples = evaluators.spec("samples", every=-1)  # after training
   c.fd.dataset = "mnist5k"
   # Optimizer.
   c.optimizer = "adam"

@@ -37,7 +37,7 @@ CPU time is given beside them):
       --config.data.download=True   # the first time: needs internet and TensorFlow
 """
 
-from m2m_jax import configlib
+from m2m_jax import configlib, evaluators
 from m2m_jax.algorithms import sample_quality
 
 
@@ -62,6 +62,7 @@ def default():
   c.num_epochs = 60.0
   # Sample quality of as many prior samples as test images (MNIST FD, see sample_quality).
   c.fd = sample_quality.default_config()
+  c.evals.samples = evaluators.spec("samples", every=-1)  # after training
   # Cadence.
   c.log_every = 50
   c.eval_every = 250

@@ -35,7 +35,8 @@ def check_same_config(workdir: str, config: ml_collections.ConfigDict) -> None:
     old = _flatten(json.load(f))
   new = _flatten(json.loads(config.to_json()))
   for key in sorted(set(old) | set(new)):
-    if key in RESUMABLE_FIELDS or old.get(key) == new.get(key):
+    cadence = key in RESUMABLE_FIELDS or (key.startswith("evals.") and key.endswith(".every"))
+    if cadence or old.get(key) == new.get(key):
       continue
     raise ConfigError(
         f"workdir {workdir!r} holds a checkpoint of a different config ({key} = "

@@ -9,6 +9,7 @@ import pathlib
 
 import ml_collections
 
+from m2m_jax import evaluators
 from m2m_jax.errors import ConfigError, choose
 from m2m_jax.ops import optim
 
@@ -44,6 +45,7 @@ def base() -> ml_collections.ConfigDict:
   c.keep_checkpoints = 3
   c.seed = 0
   c.dtype = "float32"         # compute dtype; parameters stay float32
+  c.evals = evaluators.default_config()  # name -> {kind, split, every}; m2m_jax.evaluators
   return c
 
 
@@ -162,5 +164,6 @@ def validate(config: ml_collections.ConfigDict, num_devices: int) -> None:
                       "optimizer that applies it: adamw, sgd or momentum (adam takes none).")
   if config.num_steps <= 0 and config.num_epochs <= 0:
     raise ConfigError("set num_steps or num_epochs to a positive number.")
+  evaluators.validate(config, algorithm)
   if hasattr(algorithm, "validate"):
     algorithm.validate(config)

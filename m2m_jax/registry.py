@@ -10,9 +10,9 @@ An algorithm module provides pure functions, and the shared loop calls nothing e
 Optional:
 - ``summarize(outputs) -> dict[str, float]``: metrics of a whole split from the concatenated
   per-example outputs (default: the mean of every floating-point output).
-- ``final_metrics(config, state, dataset) -> dict[str, float]``: metrics that need the trained
-  state rather than per-example outputs (the quality of generated samples), computed once after
-  the final evaluation and merged into the test metrics of ``summary.json``.
+- ``sample_metrics(config, state, dataset) -> dict[str, float]``: the quality of generated
+  samples, run by an evaluator of kind ``samples`` in ``config.evals`` (after training by
+  default; see :mod:`m2m_jax.evaluators`) and merged into the metrics of its split.
 - ``figures(state, outputs, dataset, outdir)``: writes figures at the end of training.
 - ``validate(config)``: algorithm-specific config checks, raising ``ConfigError``.
 """

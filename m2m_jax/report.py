@@ -22,16 +22,16 @@ class MetricsLog:
   def __init__(self, path: str):
     self.path = path
 
-  def truncate_after(self, step: int, drop_test_rows_at_end: bool = False) -> None:
+  def truncate_after(self, step: int, drop_evaluations_at_end: bool = False) -> None:
     """Drops lines logged after ``step`` (a resumed run logs them again, identically), and
-    with ``drop_test_rows_at_end`` the test rows of ``step`` too (a finished run evaluated
-    again)."""
+    with ``drop_evaluations_at_end`` the evaluators' rows of ``step`` too, all but the
+    training metrics (a finished run evaluated again)."""
     if not os.path.exists(self.path):
       return
 
     def keep(row: dict) -> bool:
       return row["step"] < step or (row["step"] == step and not (
-          drop_test_rows_at_end and row["split"] == "test"))
+          drop_evaluations_at_end and row["split"] != "train"))
 
     with open(self.path) as f:
       rows = [line for line in f if keep(json.loads(line))]

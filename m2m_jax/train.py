@@ -1,8 +1,9 @@
 """The one training loop: ``train_and_evaluate(config, workdir) -> summary``.
 
 mesh -> data -> ``algorithm.init`` -> restore the latest checkpoint -> loop {jitted
-``algorithm.train_step`` on a batch sharded over ``'data'``; log, eval and checkpoint at their
-cadences} -> final eval on the test split -> figures -> ``summary.json``.
+``algorithm.train_step`` on a batch sharded over ``'data'``; log, run the evaluators of
+``config.evals`` and checkpoint at their cadences} -> every evaluator -> figures ->
+``summary.json``.
 
 The loop knows nothing of any one algorithm (see :mod:`m2m_jax.registry` for the contract).
 Batch ``step`` holds the examples ``data.batch_indices(step, ...)`` and its randomness is
@@ -23,7 +24,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from m2m_jax import checkpoint, configlib, data, parallel, registry, report
+from m2m_jax import checkpoint, configlib, data, evaluators, parallel, registry, report
 from m2m_jax.errors import ConfigError, TrainingDiverged
 
 
@@ -85,6 +86,28 @@ def evaluate(algorithm, eval_step, state, split: data.Split, batch_size: int, me
     return outputs, algorithm.summarize(outputs)
   return outputs, {k: float(v.mean()) for k, v in outputs.items()
                    if np.issubdtype(v.dtype, np.floating)}
+
+
+def run_evaluators(algorithm, eval_step, config: ml_collections.ConfigDict, state,
+                   dataset: data.Dataset, mesh, names) -> tuple[dict, dict | None]:
+  """Runs the evaluators ``names`` of ``config.evals`` (:mod:`m2m_jax.evaluators`).
+
+  Returns:
+    (rows, outputs): each metrics.jsonl row's merged metrics (``{'test': {...}}``), and the
+    per-example outputs of the last ``metrics`` evaluator of the test split (None if none ran).
+  """
+  rows, outputs = {}, None
+  for name in names:
+    entry = config.evals[name]
+    if entry.kind == "metrics":
+      out, metrics = evaluate(algorithm, eval_step, state, getattr(dataset, entry.split),
+                              config.eval_batch_size, mesh)
+      if entry.split == "test":
+        outputs = out
+    else:
+      metrics = algorithm.sample_metrics(config, state, dataset)
+    rows.setdefault(evaluators.row(entry.split), {}).update(metrics)
+  return rows, outputs
 
 
 def _num_params(state: Any) -> int:
@@ -186,13 +209,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   train_rng = jax.random.split(jax.random.key(config.seed))[1]
   state, acc, metrics_shape = _initial(algorithm, config, dataset, mesh)
 
+  evaluators.prepare(config, algorithm, dataset)
   ckpt = checkpoint.Checkpointer(workdir, config.keep_checkpoints)
   start = min(ckpt.latest_step() or 0, total)
   if start:
     restored = ckpt.restore(start, {"state": state, "acc": acc})
     state, acc = restored["state"], restored["acc"]
-  if lead:  # rows logged after the checkpoint are written again; so is a finished run's final row
-    log.truncate_after(start, drop_test_rows_at_end=start == total)
+  if lead:  # rows logged after the checkpoint are written again; so are a finished run's
+    log.truncate_after(start, drop_evaluations_at_end=start == total)  # final evaluations
 
   programs = _programs(algorithm.train_step, algorithm.eval_step, mesh)
   eval_step = programs.eval
@@ -232,11 +256,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
           log.write(done, "train", train_metrics)
         bar.set_postfix({k: f"{v:.4g}" for k, v in train_metrics.items()}, refresh=False)
         acc = parallel.replicate(Accumulator.zeros(metrics_shape), mesh)
-      if done % config.eval_every == 0 and done != total:
-        _, eval_metrics = evaluate(algorithm, eval_step, state, dataset.test,
-                                   config.eval_batch_size, mesh)
-        if lead:
-          log.write(done, "test", eval_metrics)
+      due = [name for name, entry in config.evals.items() if evaluators.due(entry, done, config)]
+      if due:
+        rows, _ = run_evaluators(algorithm, eval_step, config, state, dataset, mesh, due)
+        for split, metrics in rows.items():
+          if lead:
+            log.write(done, split, metrics)
       if at_ckpt:  # last, so that everything logged up to `done` is committed with it
         ckpt.save(done, {"state": state, "acc": acc})
         last_saved = done
@@ -247,17 +272,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     bar.close()
     ckpt.close()
 
-  outputs, test_metrics = evaluate(algorithm, eval_step, state, dataset.test,
-                                   config.eval_batch_size, mesh)
-  if hasattr(algorithm, "final_metrics"):
-    test_metrics.update(algorithm.final_metrics(config, state, dataset))
+  final, outputs = run_evaluators(algorithm, eval_step, config, state, dataset, mesh,
+                                  list(config.evals))
+  if outputs is None and hasattr(algorithm, "figures"):  # every process takes part
+    outputs, _ = evaluate(algorithm, eval_step, state, dataset.test, config.eval_batch_size, mesh)
   timed_steps = total - timed_from[1] if timed_from else 0
   timed_seconds = train_end - timed_from[0] if timed_from else 0.0
   summary = {
       "algorithm": config.algorithm,
       "model_name": config.model_name,
       "dataset": config.dataset,
-      "test": test_metrics,
+      "test": final.get("test", {}),
+      **{split: metrics for split, metrics in final.items() if split != "test"},
       "steps": total,
       "resumed_from_step": start,
       "num_params": _num_params(state),
@@ -270,7 +296,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       "dtype": config.dtype,
   }
   if lead:
-    log.write(total, "test", test_metrics)
+    for split, metrics in final.items():
+      log.write(total, split, metrics)
     figdir = os.path.join(workdir, "figures")
     report.plot_curves(log.read(), os.path.join(figdir, "curves.png"))
     if hasattr(algorithm, "figures"):

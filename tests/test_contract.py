@@ -166,9 +166,11 @@ def _poisoned(algorithm, from_step: int):
     nan = jnp.where(state["t"] >= from_step, jnp.nan, 0.0)
     return {"inner": inner, "t": state["t"] + 1}, {k: v + nan for k, v in metrics.items()}
 
-  return types.SimpleNamespace(
-      init=init, train_step=train_step,
-      eval_step=lambda state, batch: algorithm.eval_step(state["inner"], batch))
+  inner = {"eval_step": lambda state, batch: algorithm.eval_step(state["inner"], batch)}
+  if hasattr(algorithm, "sample_metrics"):
+    inner["sample_metrics"] = lambda config, state, dataset: algorithm.sample_metrics(
+        config, state["inner"], dataset)
+  return types.SimpleNamespace(init=init, train_step=train_step, **inner)
 
 
 @pytest.mark.parametrize("algorithm", sorted(FIRST_CONFIG))

@@ -207,7 +207,7 @@ def test_tiny_training_lowers_the_held_out_noise_error(trained):
   assert losses[-1] < losses[0] / 3
 
 
-def test_final_metrics_and_figures(trained):
+def test_sample_metrics_and_figures(trained):
   _, workdir, summary, _ = trained
   test = summary["test"]
   for name in ("ddpm", "ddim"):

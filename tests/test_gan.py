@@ -205,7 +205,7 @@ def test_tiny_gan_trains_and_its_samples_move_towards_the_data(tiny_run, initial
   assert losses[0] < 1.4 and min(losses) < losses[0] / 1.3  # D learns to tell real from fake
   # The untrained generator's samples, judged by the same judge, are much further from the data.
   _, dataset, untrained, _ = initial
-  before = gan.final_metrics(config, untrained, dataset)
+  before = gan.sample_metrics(config, untrained, dataset)
   assert test["fd"] < before["fd"] / 2 and test["fd_real"] == before["fd_real"]
   for name in ("samples_over_training", "samples", "discriminator", "curves"):
     assert os.path.exists(os.path.join(workdir, "figures", f"{name}.png"))

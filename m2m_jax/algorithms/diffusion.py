@@ -12,11 +12,12 @@ Evaluation (per test image, with the EMA weights): ``eps_mse``, the mean squared
 predicted noise over the image's pixels at a time t and noise drawn from a key derived from the
 image itself (:func:`m2m_jax.ops.keys.image_keys`, so independent of batching), the
 original's unit; ``eps_mse_raw``, the same with the raw weights; and ``eps_mse_t<k>`` at fixed
-times k = T/10, T/2, 9T/10. After training, :func:`final_metrics` draws ``config.fd.num_samples``
-images by T-step ancestral sampling (``ddpm``) and by ``config.ddim_steps``-step DDIM
-(``ddim``; deterministic at ``config.ddim_eta`` = 0, as stochastic as ancestral sampling at 1)
-from fixed keys and judges both (:mod:`m2m_jax.algorithms.sample_quality`):
-``ddpm_fd``, ``ddim_fd``, ``fd_real``, confidences and class counts.
+times k = T/10, T/2, 9T/10. After training, the ``samples`` evaluator's :func:`sample_metrics`
+draws ``config.fd.num_samples`` images by T-step ancestral sampling (``ddpm``) and by
+``config.ddim_steps``-step DDIM (``ddim``; deterministic at ``config.ddim_eta`` = 0, as
+stochastic as ancestral sampling at 1) from fixed keys and judges both
+(:mod:`m2m_jax.algorithms.sample_quality`): ``ddpm_fd``, ``ddim_fd``, ``fd_real``, confidences
+and class counts.
 
 The original's bugs, fixed: it trained on [0, 1] images and decoded samples as if in [-1, 1];
 its time embedding was a sine of a Linear of the raw integer t, added at the bottleneck only
@@ -178,7 +179,7 @@ def _image_shape(dataset) -> tuple:
   return tuple(dataset.test[np.arange(1)]["x"].shape[1:])
 
 
-def final_metrics(config: ml_collections.ConfigDict, state: State, dataset) -> dict:
+def sample_metrics(config: ml_collections.ConfigDict, state: State, dataset) -> dict:
   """Sample quality of ``config.fd.num_samples`` EMA samples from each sampler (``ddpm``:
   T ancestral steps; ``ddim``: ``config.ddim_steps`` DDIM steps), judged by
   :func:`sample_quality.evaluate`."""

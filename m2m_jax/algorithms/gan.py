@@ -28,7 +28,7 @@ drawn from a key hashed from the test image (``ops.keys.image_keys``), and the t
 losses on that pair. D's running BatchNorm statistics average its real and its fake training
 batches, which it normalises apart, so in inference mode its probabilities sit on another scale
 than in training (often both low): compare ``d_real`` with ``d_fake``, not either with 1/2.
-``final_metrics`` judges ``config.fd.num_samples`` samples with
+``sample_metrics`` judges ``config.fd.num_samples`` samples with
 :mod:`m2m_jax.algorithms.sample_quality` (digits FD, confidence, class coverage).
 """
 
@@ -251,7 +251,7 @@ def draw(state: State, n: int, key: jax.Array) -> np.ndarray:
                              key, SAMPLE_BATCH, "GAN samples")
 
 
-def final_metrics(config: ml_collections.ConfigDict, state: State, dataset) -> dict:
+def sample_metrics(config: ml_collections.ConfigDict, state: State, dataset) -> dict:
   """``fd``, ``confidence`` and ``classes`` of ``config.fd.num_samples`` samples (and the
   real-vs-real ``fd_real``), from :func:`sample_quality.evaluate`."""
   n = sample_quality.num_samples(config, dataset)

@@ -291,7 +291,7 @@ def prior_sequences(state: State, key: jax.Array, t: jax.Array) -> jax.Array:
   return mean_frames(state, _render(state, state.params, z0, t)[0])
 
 
-def final_metrics(config: ml_collections.ConfigDict, state: State, dataset) -> dict:
+def sample_metrics(config: ml_collections.ConfigDict, state: State, dataset) -> dict:
   """FD, confidence and classes of the first frames of ``config.fd.num_samples`` sequences
   from the prior (-1: as many as the test split), judged on ``config.fd.dataset``; {} when
   there is no ``config.fd`` or it asks for no samples."""

@@ -99,22 +99,33 @@ def judge_workdir(config: ml_collections.ConfigDict) -> str:
   return os.path.join(_cache_root(config), "judges", f"{name}-{digest}")
 
 
-def load_judge(config: ml_collections.ConfigDict):
-  """The trained judge's state and its held-out accuracy, training it the first time.
+def prepare(config: ml_collections.ConfigDict, dataset: data.Dataset) -> None:
+  """Trains the judge of ``config`` into the cache unless it is there, when ``config.fd``
+  asks for samples. The loop calls it before the first training step, so that judging
+  samples after training trains nothing.
 
   A judge is trained in a temporary directory and renamed into the cache when done, so a run
   killed while training one, or two runs training the same one, never leave a half-trained
   judge behind.
   """
+  if not num_samples(config, dataset):
+    return
+  workdir = judge_workdir(config)
+  if os.path.exists(os.path.join(workdir, "summary.json")):
+    return
+  os.makedirs(os.path.dirname(workdir), exist_ok=True)
+  tmp = tempfile.mkdtemp(prefix=os.path.basename(workdir) + ".", dir=os.path.dirname(workdir))
+  train.train_and_evaluate(judge_config(config), tmp)
+  try:
+    os.rename(tmp, workdir)
+  except OSError:  # another run finished the same judge first
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def load_judge(config: ml_collections.ConfigDict, dataset: data.Dataset):
+  """The trained judge's state and its held-out accuracy (trained first if not cached)."""
+  prepare(config, dataset)
   judge, workdir = judge_config(config), judge_workdir(config)
-  if not os.path.exists(os.path.join(workdir, "summary.json")):
-    os.makedirs(os.path.dirname(workdir), exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=os.path.basename(workdir) + ".", dir=os.path.dirname(workdir))
-    train.train_and_evaluate(judge, tmp)
-    try:
-      os.rename(tmp, workdir)
-    except OSError:  # another run finished the same judge first
-      shutil.rmtree(tmp, ignore_errors=True)
   with open(os.path.join(workdir, "summary.json")) as f:
     accuracy = json.load(f)["test"]["accuracy"]
   return train.load_state(judge, workdir), accuracy
@@ -155,7 +166,7 @@ def evaluate(config: ml_collections.ConfigDict, dataset: data.Dataset,
   """
   if not num_samples(config, dataset):
     return {}
-  state, accuracy = load_judge(config)
+  state, accuracy = load_judge(config, dataset)
   if config.fd.get("dataset"):
     judge = judge_config(config)
     dataset = data.load(judge.dataset, **judge.data)

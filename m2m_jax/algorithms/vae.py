@@ -197,7 +197,7 @@ def sample_images(state: State, n: int, batch: int = 500) -> np.ndarray:
                              jax.random.key(SAMPLE_KEY), batch, "VAE prior samples")
 
 
-def final_metrics(config: ml_collections.ConfigDict, state: State, dataset) -> dict:
+def sample_metrics(config: ml_collections.ConfigDict, state: State, dataset) -> dict:
   """Digits/MNIST FD, the judge's confidence and class count of ``config.fd.num_samples`` prior
   samples (-1: as many as the test split; see :mod:`m2m_jax.algorithms.sample_quality`); {}
   when there is no ``config.fd`` or it asks for no samples."""
