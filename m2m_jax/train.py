@@ -140,6 +140,15 @@ def _programs(train_step: Callable, eval_step: Callable, mesh) -> types.SimpleNa
       metrics=jax.jit(train_step), eval=jax.jit(eval_step))
 
 
+def clear_compiled() -> None:
+  """Forgets every program compiled in this process: the loop's, the models' initialisers and
+  jax's own caches (a long-lived process, e.g. a test worker, that compiled thousands)."""
+  from m2m_jax.algorithms import nets
+  _programs.cache_clear()
+  nets.clear_compiled()
+  jax.clear_caches()
+
+
 def _initial(algorithm, config: ml_collections.ConfigDict, dataset: data.Dataset, mesh):
   """``(state, accumulator, metrics_shape)`` before step 0, replicated over ``mesh``: the state
   from ``algorithm.init`` on batch 0 (key ``split(key(seed))[0]``) and a zero accumulator."""

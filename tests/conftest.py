@@ -24,7 +24,7 @@ if "M2M_TEST_SESSION_DIR" not in os.environ:
 SESSION_DIR = os.environ["M2M_TEST_SESSION_DIR"]
 # No persistent XLA compilation cache: serialising, compressing and writing every program cost
 # more than reading them back saved (a run without it reached 62% of the suite in 10 minutes);
-# a process keeps the programs it compiled in memory (train._programs, nets.init_variables).
+# a process keeps the programs it compiled in memory (until train.clear_compiled()).
 # Equinox's runtime checks inside diffrax turn a failure into NaN (which the loop stops on)
 # instead of a host callback in every solve.
 os.environ.setdefault("EQX_ON_ERROR", "nan")
@@ -74,12 +74,8 @@ def _memory_maps() -> int:
 def _drop_compiled_programs_past_max_maps():
   yield
   if _memory_maps() > MAX_MAPS:
-    import jax
     from m2m_jax import train
-    from m2m_jax.algorithms import nets
-    train._programs.cache_clear()
-    nets._jitted_init.cache_clear()
-    jax.clear_caches()
+    train.clear_compiled()
 
 
 def xla_flags(devices: int) -> str:

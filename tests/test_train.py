@@ -98,3 +98,12 @@ def test_bfloat16_computes_in_bf16_and_keeps_float32_parameters(tmp_path):
   assert summary["dtype"] == "bfloat16" and summary["test"]["accuracy"] >= 0.9
 
 
+
+
+def test_clear_compiled_forgets_the_programs_and_changes_no_number(tmp_path):
+  config = configlib.tiny(configlib.load("mlp"))
+  first = train.train_and_evaluate(config, str(tmp_path / "a"))
+  assert train._programs.cache_info().currsize > 0
+  train.clear_compiled()
+  assert train._programs.cache_info().currsize == 0
+  assert train.train_and_evaluate(config, str(tmp_path / "b"))["test"] == first["test"]

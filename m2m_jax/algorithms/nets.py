@@ -55,6 +55,11 @@ def _jitted_init(model, kwargs: tuple):
   return jax.jit(functools.partial(model.init, **dict(kwargs)))
 
 
+def clear_compiled() -> None:
+  """Forgets the initialisers compiled by :func:`init_variables`."""
+  _jitted_init.cache_clear()
+
+
 def create(config: ml_collections.ConfigDict, model, rng: jax.Array, x: jax.Array,
            state_class=State, **fields) -> State:
   """Initialises ``model`` on ``x[:1]`` and the optimizer of ``config``; ``fields`` are extra
