@@ -150,8 +150,9 @@ def clear_compiled() -> None:
 
 
 def _initial(algorithm, config: ml_collections.ConfigDict, dataset: data.Dataset, mesh):
-  """``(state, accumulator, metrics_shape)`` before step 0, replicated over ``mesh``: the state
-  from ``algorithm.init`` on batch 0 (key ``split(key(seed))[0]``) and a zero accumulator."""
+  """``(state, accumulator, metrics_shape, train_rng)`` before step 0, replicated over
+  ``mesh``: the state from ``algorithm.init`` on batch 0 (key ``split(key(seed))[0]``), a zero
+  accumulator, and the key of training (``split(key(seed))[1]``, folded with each step)."""
   first = data.batch_indices(0, num_examples=len(dataset.train), batch_size=config.batch_size,
                              seed=config.seed)
   init_rng, train_rng = jax.random.split(jax.random.key(config.seed))
@@ -159,7 +160,8 @@ def _initial(algorithm, config: ml_collections.ConfigDict, dataset: data.Dataset
   batch = parallel.to_global(dataset.train[parallel.host_slice(first)], mesh)
   programs = _programs(algorithm.train_step, algorithm.eval_step, mesh)
   metrics_shape = programs.metrics.eval_shape(state, batch, train_rng)[1]
-  return state, parallel.replicate(Accumulator.zeros(metrics_shape), mesh), metrics_shape
+  return (state, parallel.replicate(Accumulator.zeros(metrics_shape), mesh), metrics_shape,
+          train_rng)
 
 
 def load_state(config: ml_collections.ConfigDict, workdir: str) -> Any:
@@ -175,7 +177,7 @@ def load_state(config: ml_collections.ConfigDict, workdir: str) -> Any:
   dataset = data.load(config.dataset, **config.data)
   config = resolve(config, dataset, jax.device_count())
   checkpoint.check_same_config(workdir, config)
-  state, acc, _ = _initial(algorithm, config, dataset, mesh)
+  state, acc, _, _ = _initial(algorithm, config, dataset, mesh)
   ckpt = checkpoint.Checkpointer(workdir, config.keep_checkpoints)
   try:
     step = ckpt.latest_step()
@@ -215,8 +217,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   def global_batch(step: int) -> dict:
     return parallel.to_global(dataset.train[parallel.host_slice(indices(step))], mesh)
 
-  train_rng = jax.random.split(jax.random.key(config.seed))[1]
-  state, acc, metrics_shape = _initial(algorithm, config, dataset, mesh)
+  state, acc, metrics_shape, train_rng = _initial(algorithm, config, dataset, mesh)
 
   evaluators.prepare(config, algorithm, dataset)
   ckpt = checkpoint.Checkpointer(workdir, config.keep_checkpoints)
