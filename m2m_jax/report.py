@@ -124,22 +124,37 @@ def plot_confusion(labels: np.ndarray, preds: np.ndarray, num_classes: int, path
   fig.savefig(path, dpi=110)
 
 
-def plot_images(images: np.ndarray, titles: Sequence[str], path: str, cols: int = 8) -> None:
-  """A grid of (N, H, W, C) images in [0, 1], each with a title."""
+def plot_images(images: np.ndarray, titles: Sequence[str] | None, path: str, cols: int = 8,
+                title: str = "") -> None:
+  """A grid of (N, H, W, C) images in [0, 1], ``cols`` to a row: each in its own panel with its
+  title, or with ``titles=None`` tiled into one picture (:func:`mosaic`) under ``title``."""
   n = len(images)
   if n == 0:
     return
   cols = min(cols, n)
   rows = -(-n // cols)
-  fig, axes = figure(rows, cols, figsize=(1.3 * cols, 1.5 * rows), squeeze=False)
-  for ax in axes.ravel():
-    ax.axis("off")
-  for ax, img, title in zip(axes.ravel(), images, titles):
-    img = np.clip(img, 0, 1)
-    ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray", vmin=0, vmax=1)
-    ax.set_title(title, fontsize=8)
+  if titles is None:
+    fig, ax = figure(figsize=(cols, rows + 0.4))
+    show_grid(ax, images, cols)
+    ax.set_title(title, fontsize=10)
+  else:
+    fig, axes = figure(rows, cols, figsize=(1.3 * cols, 1.5 * rows), squeeze=False)
+    for ax in axes.ravel():
+      ax.axis("off")
+    for ax, img, label in zip(axes.ravel(), images, titles):
+      show_grid(ax, img[None], 1)
+      ax.set_title(label, fontsize=8)
   fig.tight_layout()
   fig.savefig(path, dpi=110)
+
+
+def show_grid(ax, images: np.ndarray, cols: int) -> None:
+  """Draws images (N, H, W, C) in [0, 1] on ``ax`` as one :func:`mosaic`, grey for C = 1, with
+  no ticks: the image grid every figure uses."""
+  grid = mosaic(images, cols)
+  ax.imshow(grid[..., 0] if grid.shape[-1] == 1 else grid, cmap="gray", vmin=0, vmax=1)
+  ax.set_xticks([])
+  ax.set_yticks([])
 
 
 def mosaic(images: np.ndarray, cols: int, gap: int = 1) -> np.ndarray:

@@ -199,16 +199,6 @@ def _chain(state: State, key: jax.Array, shape: tuple) -> tuple[jax.Array, jax.A
   return diffusion.sample_ancestral(state.schedule, eps_fn, key, shape, trajectory=1)
 
 
-def _plot_grid(images: np.ndarray, title: str, path: str) -> None:
-  fig, ax = report.figure(figsize=(8, len(images) // 8 + 0.4))
-  grid = report.mosaic(images, 8)
-  ax.imshow(grid[..., 0] if grid.shape[-1] == 1 else grid, cmap="gray", vmin=0, vmax=1)
-  ax.set_title(title, fontsize=10)
-  ax.axis("off")
-  fig.tight_layout()
-  fig.savefig(path, dpi=110)
-
-
 def figures(state: State, outputs: dict, dataset, outdir: str, n: int = 16) -> None:
   """``samples_ddpm.png`` and ``samples_ddim.png``: ``n`` EMA samples of each sampler;
   ``trajectory.png``: the first ancestral sample's reverse chain, x_t and its x0_hat at times
@@ -216,11 +206,11 @@ def figures(state: State, outputs: dict, dataset, outdir: str, n: int = 16) -> N
   shape, num_steps = _image_shape(dataset), state.schedule.num_steps
   key = jax.random.key(SAMPLE_KEY)
   x, xs, x0s = (np.asarray(a) for a in _chain(state, key, (n, *shape)))
-  _plot_grid(np.asarray(to_image(x)), f"EMA samples, ancestral, {num_steps} steps",
-             os.path.join(outdir, "samples_ddpm.png"))
-  _plot_grid(np.asarray(sample(state, key, (n, *shape), "ddim")),
-             f"EMA samples, DDIM, {state.ddim_steps} steps, eta {state.ddim_eta:g}",
-             os.path.join(outdir, "samples_ddim.png"))
+  report.plot_images(np.asarray(to_image(x)), None, os.path.join(outdir, "samples_ddpm.png"),
+                     title=f"EMA samples, ancestral, {num_steps} steps")
+  report.plot_images(np.asarray(sample(state, key, (n, *shape), "ddim")), None,
+                     os.path.join(outdir, "samples_ddim.png"),
+                     title=f"EMA samples, DDIM, {state.ddim_steps} steps, eta {state.ddim_eta:g}")
   times = sorted({num_steps - 1, *(int(f * num_steps) for f in (0.8, 0.6, 0.4, 0.3, 0.2, 0.1,
                                                                   0.05)), 0}, reverse=True)
   rows = [xs[num_steps - 1 - t, 0] for t in times] + [x[0]]

@@ -260,12 +260,6 @@ def sample_metrics(config: ml_collections.ConfigDict, state: State, dataset) -> 
   return sample_quality.evaluate(config, dataset, {"": draw(state, n, jax.random.key(SAMPLE_KEY))})
 
 
-def _show(ax, image: np.ndarray) -> None:
-  ax.imshow(image[..., 0] if image.shape[-1] == 1 else image, cmap="gray", vmin=0, vmax=1)
-  ax.set_xticks([])
-  ax.set_yticks([])
-
-
 def figures(state: State, outputs: dict, dataset, outdir: str, n: int = 64) -> None:
   """``samples_over_training.png`` (one row of G(fixed_z) per snapshot step, top to bottom),
   ``samples.png`` (``n`` samples beside ``n`` test images spread over the split, 8 to a row as
@@ -276,7 +270,7 @@ def figures(state: State, outputs: dict, dataset, outdir: str, n: int = 64) -> N
   size = (0.5 * snaps.shape[1] + 1, 0.6 * len(steps) + 0.4)
   fig, axes = report.figure(len(steps), 1, figsize=size, squeeze=False)
   for ax, row, step in zip(axes[:, 0], snaps, steps):
-    _show(ax, report.mosaic(row, cols=len(row)))
+    report.show_grid(ax, row, cols=len(row))
     ax.set_ylabel(f"step {step}", rotation=0, ha="right", va="center", fontsize=8)
   axes[0, 0].set_title("G(fixed z) over training")
   fig.tight_layout()
@@ -286,7 +280,7 @@ def figures(state: State, outputs: dict, dataset, outdir: str, n: int = 64) -> N
   fig, axes = report.figure(1, 2, figsize=(9, 4.8))
   for ax, images, title in zip(axes, (draw(state, n, jax.random.key(SAMPLE_KEY)), real),
                                ("generated", "real (test split)")):
-    _show(ax, report.mosaic(images, cols=8))
+    report.show_grid(ax, images, cols=8)
     ax.set_title(title)
   fig.tight_layout()
   fig.savefig(os.path.join(outdir, "samples.png"), dpi=110)

@@ -245,8 +245,8 @@ def figures(state: State, outputs: dict, dataset, outdir: str, n: int = 10) -> N
   titles = ["test"] * len(idx) + [f"{v:.0f} nats" for v in outputs["neg_elbo"][idx]]
   report.plot_images(np.concatenate([x, _reconstruct(state, x)]), titles,
                      os.path.join(outdir, "reconstructions.png"), cols=len(idx))
-  report.plot_images(sample_images(state, 64), [""] * 64,
-                     os.path.join(outdir, "samples.png"), cols=8)
+  report.plot_images(sample_images(state, 64), None, os.path.join(outdir, "samples.png"),
+                     title="64 samples from the prior")
   labels = dataset.test[np.arange(len(dataset.test))]["y"]
   pairs = np.array(_interpolation_pairs(labels, 5))
   steps = 8
