@@ -57,10 +57,11 @@ def row(split: str) -> str:
   return "test" if split == "test" else f"{split}_eval"
 
 
-def due(entry: ml_collections.ConfigDict, done: int, config: ml_collections.ConfigDict) -> bool:
-  """Whether ``entry`` runs after ``done`` training steps, before the last one."""
-  every = config.eval_every if entry.every == 0 else entry.every
-  return entry.every != -1 and done % every == 0 and done != config.num_steps
+def cadences(config: ml_collections.ConfigDict) -> dict[str, int]:
+  """Each evaluator's cadence in steps during training (``every``, or ``eval_every`` for 0);
+  those that run only after training are left out."""
+  return {name: entry.every or config.eval_every for name, entry in config.evals.items()
+          if entry.every != -1}
 
 
 def prepare(config: ml_collections.ConfigDict, algorithm: Any, dataset: Any) -> None:

@@ -241,6 +241,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     raise TrainingDiverged(f"{stopped}, keeping the last good checkpoint (step {last_saved}) "
                            f"in {workdir}/checkpoints.")
 
+  cadences = evaluators.cadences(config)
   desc = f"{config.algorithm}:{config.model_name or '-'} on {config.dataset}"
   bar = report.progress(total, start, desc)
   compile_time, timed_from = 0.0, None
@@ -266,7 +267,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
           log.write(done, "train", train_metrics)
         bar.set_postfix({k: f"{v:.4g}" for k, v in train_metrics.items()}, refresh=False)
         acc = parallel.replicate(Accumulator.zeros(metrics_shape), mesh)
-      due = [name for name, entry in config.evals.items() if evaluators.due(entry, done, config)]
+      due = [name for name, every in cadences.items() if done % every == 0 and done != total]
       if due:
         rows, _ = run_evaluators(algorithm, eval_step, config, state, dataset, mesh, due)
         for split, metrics in rows.items():

@@ -238,22 +238,20 @@ def test_every_config_but_kmeans_has_data_it_cannot_use():
 # result, and the last test of the suite compares the two.
 EIGHT_DIR = os.path.join(SESSION_DIR, "eight_devices")
 EIGHT_DEVICES = """
-import json, os, sys, tempfile, traceback, types
-from m2m_jax import configlib, registry, train
+import os, sys, tempfile, traceback, types
+from m2m_jax import configlib, registry, report, train
 out_dir, names = sys.argv[1], sys.argv[2:]
 get = registry.get
 registry.get = lambda name: types.SimpleNamespace(**{
     k: getattr(get(name), k) for k in dir(get(name)) if not k.startswith("_") and k != "figures"})
 try:
-  out = {name: train.train_and_evaluate(configlib.tiny(configlib.load(name)), tempfile.mkdtemp())["test"]
-         for name in names}
+  out = {name: train.train_and_evaluate(configlib.tiny(configlib.load(name)),
+                                        tempfile.mkdtemp())["test"] for name in names}
 except Exception:
   with open(os.path.join(out_dir, "error.txt"), "w") as f:
     f.write(traceback.format_exc())
   raise
-with open(os.path.join(out_dir, "eight.json.tmp"), "w") as f:
-  json.dump(out, f)
-os.replace(os.path.join(out_dir, "eight.json.tmp"), os.path.join(out_dir, "eight.json"))
+report.write_json(os.path.join(out_dir, "eight.json"), out)  # atomic: written, then renamed
 """
 
 
@@ -285,7 +283,8 @@ def _eight_device_metrics(timeout: float = 1200) -> dict:
   deadline = time.time() + timeout
   while not os.path.exists(path):
     assert not os.path.exists(error), _read(error)[-3000:]
-    assert time.time() < deadline, "the 8-device subprocess did not finish"
+    assert time.time() < deadline, ("the 8-device subprocess did not finish; its stderr: "
+                                    + _read(os.path.join(EIGHT_DIR, "stderr.txt"))[-3000:])
     time.sleep(1)
   return json.loads(_read(path))
 

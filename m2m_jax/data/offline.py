@@ -38,9 +38,10 @@ def _classification(name, x, y, test_size, seed, description, standardize=False,
     mean, std = x[train].mean(0), x[train].std(0)
     x = (x - mean) / np.where(std > 0, std, 1.0)
   y = y.astype(np.int32)
+  num_classes = int(y.max()) + 1
   return Dataset(name, ArraySplit({"x": x[train], "y": y[train]}),
-                 ArraySplit({"x": x[test], "y": y[test]}), int(y.max()) + 1, description,
-                 tuple(class_names) or tuple(str(c) for c in range(int(y.max()) + 1)))
+                 ArraySplit({"x": x[test], "y": y[test]}), num_classes, description,
+                 tuple(class_names) or tuple(str(c) for c in range(num_classes)))
 
 
 @functools.cache
