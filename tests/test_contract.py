@@ -17,10 +17,14 @@ whole battery:
   (once per algorithm);
 - data it cannot use is refused with an M2MError (one sentence), not a traceback.
 
-Every other preset trains and evaluates with finite metrics (drawing its figures where they
-take another path than its default's, ``FIGURE_PRESETS``). A new algorithm is checked by
-registering it and adding its config. The hard kill (SIGKILL) of the loop is tested once, in
-``test_train.py``.
+Every other preset is traced: its config validates, its data loads (tfds presets on mock
+data), and ``jax.eval_shape`` of its steps (nothing compiled) keeps the state's structure,
+shapes and dtypes, gives scalar train metrics and per-example eval outputs. The presets of the
+estimators without a network train and evaluate with finite metrics, and so do the presets
+whose figures take another path than their default's (``FIGURE_PRESETS``); the networks' other
+presets train under ``-m slow``, where compiling them would cost minutes. A new algorithm is
+checked by registering it and adding its config. The hard kill (SIGKILL) of the loop is tested
+once, in ``test_train.py``.
 """
 
 import json
@@ -30,12 +34,13 @@ import sys
 import time
 import types
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from conftest import ROOT, SESSION_DIR, xla_flags
-from m2m_jax import checkpoint, configlib, registry, report, train
+from m2m_jax import checkpoint, configlib, data, registry, report, train
 from m2m_jax.errors import ConfigError, M2MError, TrainingDiverged
 
 MOCK_TFDS_EXAMPLES = 64  # a split, for the mock_tfds fixture of conftest
@@ -52,12 +57,17 @@ FIGURE_PRESETS = {("latent_ode", "spirals"), ("knn", "regression"), ("pca", "win
 def _presets():
   for name in configlib.config_names():
     for preset, make in configlib.config_module(name).PRESETS.items():
-      yield name, preset, make().dataset.startswith("tfds:")
+      config = make()
+      yield name, preset, config.dataset.startswith("tfds:"), bool(config.model_name)
 
 
 CONFIGS = configlib.config_names()
-OTHER_PRESETS = [pytest.param(name, preset, tfds, id=f"{name}:{preset}")
-                 for name, preset, tfds in _presets() if preset != "default"]
+OTHER_PRESETS = [pytest.param(name, preset, tfds, id=f"{name}:{preset}",
+                              marks=[pytest.mark.slow] if network and (name, preset)
+                              not in FIGURE_PRESETS else [])
+                 for name, preset, tfds, network in _presets() if preset != "default"]
+ALL_PRESETS = [pytest.param(name, preset, tfds, id=f"{name}:{preset}")
+               for name, preset, tfds, _ in _presets()]
 # One config for each algorithm: the first whose default trains it.
 FIRST_CONFIG = {}
 for _name in CONFIGS:
@@ -140,16 +150,49 @@ def test_default_keeps_the_contract(name, tmp_path, monkeypatch, eight_devices_s
     train.train_and_evaluate(tiny(name, seed=1), a)
 
 
-@pytest.mark.parametrize("name,preset,tfds", OTHER_PRESETS)
-def test_preset_trains_and_evaluates(name, preset, tfds, tmp_path, request, monkeypatch):
+def _preset(name, preset, tfds, tmp_path, request):
   if (name, preset) in NEEDS_TENSORFLOW:
     pytest.importorskip("tensorflow")
-  if (name, preset) not in FIGURE_PRESETS:
-    _without_figures(monkeypatch)
   config = tiny(name, preset)
   if tfds:
     request.getfixturevalue("mock_tfds")
     config.data.data_dir = str(tmp_path / "tfds")
+  return config
+
+
+def _shapes(tree):
+  return jax.tree.map(lambda x: (jnp.shape(x), jnp.result_type(x)), tree)
+
+
+@pytest.mark.parametrize("name,preset,tfds", ALL_PRESETS)
+def test_preset_traces(name, preset, tfds, tmp_path, request):
+  config = _preset(name, preset, tfds, tmp_path, request)
+  configlib.validate(config, 1)
+  algorithm = registry.get(config.algorithm)
+  if hasattr(algorithm, "validate"):
+    algorithm.validate(config)
+  dataset = data.load(config.dataset, **config.data)
+  config = train.resolve(config, dataset)
+  batch = dataset.train[data.batch_indices(0, num_examples=len(dataset.train),
+                                           batch_size=config.batch_size, seed=config.seed)]
+  try:  # the networks' initialisers trace; the trees read their data on the host
+    state = jax.eval_shape(lambda rng: algorithm.init(config, rng, batch), jax.random.key(0))
+  except jax.errors.TracerArrayConversionError:
+    state = algorithm.init(config, jax.random.key(0), batch)
+  new_state, metrics = jax.eval_shape(algorithm.train_step, state, batch, jax.random.key(1))
+  assert jax.tree.structure(new_state) == jax.tree.structure(state)
+  assert _shapes(new_state) == _shapes(state)
+  assert metrics and all(jnp.shape(v) == () for v in metrics.values()), metrics
+  test_batch = dataset.test[np.arange(config.eval_batch_size)]
+  outputs = jax.eval_shape(algorithm.eval_step, state, test_batch)
+  assert outputs and all(v.shape[0] == config.eval_batch_size for v in outputs.values())
+
+
+@pytest.mark.parametrize("name,preset,tfds", OTHER_PRESETS)
+def test_preset_trains_and_evaluates(name, preset, tfds, tmp_path, request, monkeypatch):
+  if (name, preset) not in FIGURE_PRESETS:
+    _without_figures(monkeypatch)
+  config = _preset(name, preset, tfds, tmp_path, request)
   summary = train.train_and_evaluate(config, str(tmp_path / "run"))
   _check_outputs(tmp_path / "run", summary, config)
 

@@ -235,15 +235,6 @@ def test_ema_in_the_train_step_and_samples(trained):
   assert 0.01 < float(jnp.abs(noisy - images).mean())  # eta = 1 adds noise at every step
 
 
-def test_eval_does_not_depend_on_the_batch(trained):
-  _, _, _, state = trained
-  x = data.load("digits", upsample=2).test[np.arange(6)]
-  step = jax.jit(algo.eval_step)
-  whole = step(state, x)["eps_mse"]
-  halves = [step(state, {k: v[i:i + 3] for k, v in x.items()})["eps_mse"] for i in (0, 3)]
-  np.testing.assert_allclose(np.concatenate(halves), whole, rtol=1e-5)
-
-
 def test_bad_input_is_refused(tmp_path):
   with pytest.raises(ConfigError, match="T must be a positive integer; got 0"):
     diffusion.make_schedule("linear", 0)

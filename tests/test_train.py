@@ -67,12 +67,12 @@ def _wait_for_checkpoint(proc, workdir, step):
 
 
 def test_killed_run_resumes_to_the_same_numbers(tmp_path):
-  args = ["--config=configs/cnn.py", "--config.num_steps=240", "--config.checkpoint_every=30",
-          "--config.eval_every=60", "--config.log_every=7"]
+  args = ["--config=configs/cnn.py", "--config.num_steps=120", "--config.checkpoint_every=20",
+          "--config.eval_every=40", "--config.log_every=7"]
   ref, run = str(tmp_path / "ref"), str(tmp_path / "run")
   assert cli(*args, f"--workdir={ref}").returncode == 0
   env = dict(os.environ, M2M_NO_PROGRESS="1", XLA_FLAGS=xla_flags(1))
-  for kill_after in (60, 150):  # killed twice, each time just after a checkpoint landed
+  for kill_after in (40, 80):  # killed twice, each time just after a checkpoint landed
     proc = subprocess.Popen([sys.executable, "-m", "m2m_jax.main", *args, f"--workdir={run}"],
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     _wait_for_checkpoint(proc, run, kill_after)
@@ -82,7 +82,7 @@ def test_killed_run_resumes_to_the_same_numbers(tmp_path):
   assert finished.returncode == 0, finished.stderr
   with open(os.path.join(ref, "summary.json")) as f, open(os.path.join(run, "summary.json")) as g:
     a, b = json.load(f), json.load(g)
-  assert b["resumed_from_step"] >= 150 and a["test"] == b["test"]
+  assert b["resumed_from_step"] >= 80 and a["test"] == b["test"]
   with open(os.path.join(ref, "metrics.jsonl")) as f, open(os.path.join(run, "metrics.jsonl")) as g:
     assert f.read() == g.read()
 
