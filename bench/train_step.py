@@ -14,6 +14,7 @@ other processes hits both alike.
 """
 
 import argparse
+import functools
 import json
 import math
 import os
@@ -217,10 +218,11 @@ class JaxStep:
   def __init__(self, spec: Spec, x: np.ndarray, y: np.ndarray):
     algorithm = registry.get(spec.algorithm)
     self.batch = {"x": jnp.asarray(x), "y": jnp.asarray(y)}
-    self.state = algorithm.init(jax_config(spec, len(x)), jax.random.key(0), self.batch)
+    config = jax_config(spec, len(x))
+    self.state = algorithm.init(config, jax.random.key(0), self.batch)
     self.num_params = sum(p.size for p in jax.tree.leaves(self.state.params))
     self.rng = jax.random.key(1)
-    self.step = jax.jit(algorithm.train_step, donate_argnums=0)
+    self.step = jax.jit(functools.partial(algorithm.train_step, config), donate_argnums=0)
 
   def __call__(self, n: int) -> None:
     for _ in range(n):

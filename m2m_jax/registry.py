@@ -1,19 +1,25 @@
 """Algorithm registry: ``config.algorithm`` -> the module that implements it.
 
-An algorithm module provides pure functions, and the shared loop calls nothing else:
+An algorithm module provides pure functions, and the shared loop calls nothing else. Every
+hook takes the config first: settings are read from it where they are used, never copied into
+the state.
 
 - ``init(config, rng, batch) -> state``: ``batch`` is the first training batch (numpy);
-  ``state`` is any pytree (static parts as ``flax.struct`` fields with ``pytree_node=False``).
-- ``train_step(state, batch, rng) -> (state, metrics)``: jitted by the loop; ``metrics`` is a
-  dict of scalars, averaged by the loop between log points (``'loss'`` is checked for NaN).
-- ``eval_step(state, batch) -> outputs``: jitted; a dict of per-example arrays, leading dim B.
+  ``state`` is any pytree of what training changes (and of what the data fixes, such as a
+  fitted estimator's options, as ``flax.struct`` fields with ``pytree_node=False``).
+- ``train_step(config, state, batch, rng) -> (state, metrics)``: jitted by the loop with the
+  config bound (:func:`m2m_jax.train.programs`: the config less the loop's cadences, frozen, so
+  its values are constants of the compiled program); ``metrics`` is a dict of scalars, averaged
+  by the loop between log points (a NaN or inf in any of them stops the run).
+- ``eval_step(config, state, batch) -> outputs``: jitted the same way; a dict of per-example
+  arrays, leading dim B.
 Optional:
-- ``summarize(outputs) -> dict[str, float]``: metrics of a whole split from the concatenated
-  per-example outputs (default: the mean of every floating-point output).
+- ``summarize(config, outputs) -> dict[str, float]``: metrics of a whole split from the
+  concatenated per-example outputs (default: the mean of every floating-point output).
 - ``sample_metrics(config, state, dataset) -> dict[str, float]``: the quality of generated
   samples, run by an evaluator of kind ``samples`` in ``config.evals`` (after training by
   default; see :mod:`m2m_jax.evaluators`) and merged into the metrics of its split.
-- ``figures(state, outputs, dataset, outdir)``: writes figures at the end of training.
+- ``figures(config, state, outputs, dataset, outdir)``: writes figures at the end of training.
 - ``validate(config)``: algorithm-specific config checks, raising ``ConfigError``.
 """
 

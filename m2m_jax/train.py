@@ -66,15 +66,18 @@ def resolve(config: ml_collections.ConfigDict, dataset: data.Dataset,
   return config
 
 
-def evaluate(algorithm, eval_step, state, split: data.Split, batch_size: int, mesh) -> tuple[dict, dict]:
-  """Runs ``eval_step`` over a whole split in batches padded to a multiple of the device count.
+def evaluate(algorithm, config: ml_collections.ConfigDict, eval_step, state, split: data.Split,
+             mesh) -> tuple[dict, dict]:
+  """Runs the jitted ``eval_step(state, batch)`` over a whole split in batches of
+  ``config.eval_batch_size``, padded to a multiple of the device count.
 
   Returns:
     (outputs, metrics): the per-example outputs concatenated over the split (padding dropped)
-    and the split's metrics from ``algorithm.summarize`` (default: means of float outputs).
+    and the split's metrics from ``algorithm.summarize(config, outputs)`` (default: means of
+    float outputs).
   """
   n, chunks = len(split), []
-  batch_size = -(-batch_size // mesh.size) * mesh.size
+  batch_size = -(-config.eval_batch_size // mesh.size) * mesh.size
   for start in range(0, n, batch_size):
     idx = np.arange(start, start + batch_size)
     valid = idx < n
@@ -83,7 +86,7 @@ def evaluate(algorithm, eval_step, state, split: data.Split, batch_size: int, me
     chunks.append({k: np.asarray(v)[valid] for k, v in out.items()})
   outputs = {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
   if hasattr(algorithm, "summarize"):
-    return outputs, algorithm.summarize(outputs)
+    return outputs, algorithm.summarize(config, outputs)
   return outputs, {k: float(v.mean()) for k, v in outputs.items()
                    if np.issubdtype(v.dtype, np.floating)}
 
@@ -100,8 +103,8 @@ def run_evaluators(algorithm, eval_step, config: ml_collections.ConfigDict, stat
   for name in names:
     entry = config.evals[name]
     if entry.kind == "metrics":
-      out, metrics = evaluate(algorithm, eval_step, state, getattr(dataset, entry.split),
-                              config.eval_batch_size, mesh)
+      out, metrics = evaluate(algorithm, config, eval_step, state, getattr(dataset, entry.split),
+                              mesh)
       if entry.split == "test":
         outputs = out
     else:
@@ -119,17 +122,37 @@ def _num_params(state: Any) -> int:
   return int(sum(np.size(x) for x in named or [x for _, x in leaves]))
 
 
-@functools.lru_cache(maxsize=8)
-def _programs(train_step: Callable, eval_step: Callable, mesh) -> types.SimpleNamespace:
-  """The loop's jitted programs for an algorithm's steps on ``mesh``, made once: another run of
-  the same algorithm in this process (a resumed run, a notebook's second run) reuses their
-  traces and compiled code wherever its state and batches have the same structure and shapes.
+# The loop's own settings: how often it logs, evaluates and saves, and the evaluation batch.
+# The steps never see them, so changing them (allowed on resume) reuses the compiled steps.
+LOOP_FIELDS = ("log_every", "eval_every", "checkpoint_every", "keep_checkpoints",
+               "eval_batch_size", "evals")
 
-  ``train(state, acc, batch, rng, step)`` runs ``train_step`` with ``fold_in(rng, step)`` and
-  adds its metrics to the accumulator; ``metrics`` is ``train_step`` alone (for the shape of
-  its metrics); ``eval`` is ``eval_step``.
+
+def step_config(config: ml_collections.ConfigDict) -> ml_collections.FrozenConfigDict:
+  """The config the steps see: ``config`` less ``LOOP_FIELDS``, frozen (hashable)."""
+  return ml_collections.FrozenConfigDict(
+      {k: v for k, v in config.to_dict().items() if k not in LOOP_FIELDS})
+
+
+def programs(algorithm, config: ml_collections.ConfigDict, mesh) -> types.SimpleNamespace:
+  """The loop's jitted programs of ``algorithm``'s steps for ``config`` on ``mesh``.
+
+  ``train(state, acc, batch, rng, step)`` runs ``train_step(config, state, batch,
+  fold_in(rng, step))`` and adds its metrics to the accumulator; ``metrics`` is the train step
+  alone (for the shape of its metrics); ``eval(state, batch)`` is ``eval_step(config, state,
+  batch)``. The steps are given :func:`step_config`: their config values are constants of the
+  compiled program, never fields of the state. Made once for equal step configs, so another
+  run in this process (a resumed run, a notebook's second run) reuses their traces and
+  compiled code wherever its state and batches have the same structure and shapes.
   """
+  return _programs(algorithm.train_step, algorithm.eval_step, step_config(config), mesh)
+
+
+@functools.lru_cache(maxsize=8)
+def _programs(train_step: Callable, eval_step: Callable, config: ml_collections.FrozenConfigDict,
+              mesh) -> types.SimpleNamespace:
   repl = parallel.replicated(mesh)
+  train_step = functools.partial(train_step, config)
 
   def step_fn(state, acc, batch, rng, step):
     state, metrics = train_step(state, batch, jax.random.fold_in(rng, step))
@@ -137,7 +160,7 @@ def _programs(train_step: Callable, eval_step: Callable, mesh) -> types.SimpleNa
 
   return types.SimpleNamespace(
       train=jax.jit(step_fn, donate_argnums=(0, 1), out_shardings=(repl, repl)),
-      metrics=jax.jit(train_step), eval=jax.jit(eval_step))
+      metrics=jax.jit(train_step), eval=jax.jit(functools.partial(eval_step, config)))
 
 
 def clear_compiled() -> None:
@@ -158,8 +181,7 @@ def _initial(algorithm, config: ml_collections.ConfigDict, dataset: data.Dataset
   init_rng, train_rng = jax.random.split(jax.random.key(config.seed))
   state = parallel.replicate(algorithm.init(config, init_rng, dataset.train[first]), mesh)
   batch = parallel.to_global(dataset.train[parallel.host_slice(first)], mesh)
-  programs = _programs(algorithm.train_step, algorithm.eval_step, mesh)
-  metrics_shape = programs.metrics.eval_shape(state, batch, train_rng)[1]
+  metrics_shape = programs(algorithm, config, mesh).metrics.eval_shape(state, batch, train_rng)[1]
   return (state, parallel.replicate(Accumulator.zeros(metrics_shape), mesh), metrics_shape,
           train_rng)
 
@@ -228,8 +250,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   if lead:  # rows logged after the checkpoint are written again; so are a finished run's
     log.truncate_after(start, drop_evaluations_at_end=start == total)  # final evaluations
 
-  programs = _programs(algorithm.train_step, algorithm.eval_step, mesh)
-  eval_step = programs.eval
+  compiled = programs(algorithm, config, mesh)
+  eval_step = compiled.eval
   last_saved = start
 
   def check_finite(acc_host) -> None:
@@ -250,7 +272,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     batches = parallel.prefetch(global_batch, range(start, total))
     for step, batch in zip(range(start, total), batches):
       t = time.time()
-      state, acc = programs.train(state, acc, batch, train_rng, np.int32(step))
+      state, acc = compiled.train(state, acc, batch, train_rng, np.int32(step))
       if sync_each_step or timed_from is None:
         jax.block_until_ready(acc)
       if timed_from is None:
@@ -286,7 +308,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   final, outputs = run_evaluators(algorithm, eval_step, config, state, dataset, mesh,
                                   list(config.evals))
   if outputs is None and hasattr(algorithm, "figures"):  # every process takes part
-    outputs, _ = evaluate(algorithm, eval_step, state, dataset.test, config.eval_batch_size, mesh)
+    outputs, _ = evaluate(algorithm, config, eval_step, state, dataset.test, mesh)
   timed_steps = total - timed_from[1] if timed_from else 0
   timed_seconds = train_end - timed_from[0] if timed_from else 0.0
   summary = {
@@ -312,6 +334,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     figdir = os.path.join(workdir, "figures")
     report.plot_curves(log.read(), os.path.join(figdir, "curves.png"))
     if hasattr(algorithm, "figures"):
-      algorithm.figures(state, outputs, dataset, figdir)
+      algorithm.figures(config, state, outputs, dataset, figdir)
     report.write_json(os.path.join(workdir, "summary.json"), summary)
   return summary

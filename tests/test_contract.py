@@ -27,6 +27,7 @@ checked by registering it and adding its config. The hard kill (SIGKILL) of the 
 once, in ``test_train.py``.
 """
 
+import functools
 import json
 import os
 import subprocess
@@ -173,18 +174,20 @@ def test_preset_traces(name, preset, tfds, tmp_path, request):
     algorithm.validate(config)
   dataset = data.load(config.dataset, **config.data)
   config = train.resolve(config, dataset)
+  steps = train.step_config(config)
   batch = dataset.train[data.batch_indices(0, num_examples=len(dataset.train),
                                            batch_size=config.batch_size, seed=config.seed)]
   try:  # the networks' initialisers trace; the trees read their data on the host
     state = jax.eval_shape(lambda rng: algorithm.init(config, rng, batch), jax.random.key(0))
   except jax.errors.TracerArrayConversionError:
     state = algorithm.init(config, jax.random.key(0), batch)
-  new_state, metrics = jax.eval_shape(algorithm.train_step, state, batch, jax.random.key(1))
+  new_state, metrics = jax.eval_shape(functools.partial(algorithm.train_step, steps), state, batch,
+                                      jax.random.key(1))
   assert jax.tree.structure(new_state) == jax.tree.structure(state)
   assert _shapes(new_state) == _shapes(state)
   assert metrics and all(jnp.shape(v) == () for v in metrics.values()), metrics
   test_batch = dataset.test[np.arange(config.eval_batch_size)]
-  outputs = jax.eval_shape(algorithm.eval_step, state, test_batch)
+  outputs = jax.eval_shape(functools.partial(algorithm.eval_step, steps), state, test_batch)
   assert outputs and all(v.shape[0] == config.eval_batch_size for v in outputs.values())
 
 
@@ -204,12 +207,13 @@ def _poisoned(algorithm, from_step: int):
   def init(config, rng, batch):
     return {"inner": algorithm.init(config, rng, batch), "t": jnp.zeros((), jnp.int32)}
 
-  def train_step(state, batch, rng):
-    inner, metrics = algorithm.train_step(state["inner"], batch, rng)
+  def train_step(config, state, batch, rng):
+    inner, metrics = algorithm.train_step(config, state["inner"], batch, rng)
     nan = jnp.where(state["t"] >= from_step, jnp.nan, 0.0)
     return {"inner": inner, "t": state["t"] + 1}, {k: v + nan for k, v in metrics.items()}
 
-  inner = {"eval_step": lambda state, batch: algorithm.eval_step(state["inner"], batch)}
+  inner = {"eval_step": lambda config, state, batch: algorithm.eval_step(config, state["inner"],
+                                                                         batch)}
   if hasattr(algorithm, "sample_metrics"):
     inner["sample_metrics"] = lambda config, state, dataset: algorithm.sample_metrics(
         config, state["inner"], dataset)

@@ -1,6 +1,7 @@
 """DDPM: the schedules, the forward and posterior formulas, the samplers with an oracle, the
 U-Net, EMA, a tiny training through the loop, and bad input."""
 
+import functools
 import json
 
 import jax
@@ -198,7 +199,8 @@ def test_tiny_training_lowers_the_held_out_noise_error(trained):
   config, workdir, summary, state = trained
   x = data.load("digits", upsample=2).test[np.arange(64)]
   fresh = algo.init(config, jax.random.key(0), x)
-  assert float(jax.jit(algo.eval_step)(fresh, x)["eps_mse"].mean()) == pytest.approx(1.0, abs=0.05)
+  eval_step = jax.jit(functools.partial(algo.eval_step, config))
+  assert float(eval_step(fresh, x)["eps_mse"].mean()) == pytest.approx(1.0, abs=0.05)
   test = summary["test"]
   assert test["eps_mse"] < 1 / 3 and test["eps_mse_raw"] < 1 / 3
   assert test["eps_mse_t90"] < test["eps_mse_t10"]  # noise is easy to find in a noisy image
@@ -221,7 +223,8 @@ def test_sample_metrics_and_figures(trained):
 def test_ema_in_the_train_step_and_samples(trained):
   config, _, _, state = trained
   batch = data.load("digits", upsample=2).train[np.arange(8)]
-  new, metrics = jax.jit(algo.train_step)(state, batch, jax.random.key(0))
+  new, metrics = jax.jit(functools.partial(algo.train_step, config))(state, batch,
+                                                                     jax.random.key(0))
   d = float(algo.ema_decay_at(STEPS + 1, config.ema_decay))
   assert float(metrics["ema_decay"]) == pytest.approx(d)
   for e_new, e, p in zip(*(jax.tree.leaves(t) for t in (new.ema_params, state.ema_params,
@@ -231,7 +234,7 @@ def test_ema_in_the_train_step_and_samples(trained):
   again = algo.sample(state, jax.random.key(0), (3, 16, 16, 1), "ddim")
   np.testing.assert_array_equal(images, again)
   assert 0 <= float(images.min()) and float(images.max()) <= 1
-  noisy = algo.sample(state.replace(ddim_eta=1.0), jax.random.key(0), (3, 16, 16, 1), "ddim")
+  noisy = algo.sample(state, jax.random.key(0), (3, 16, 16, 1), "ddim", ddim_eta=1.0)
   assert 0.01 < float(jnp.abs(noisy - images).mean())  # eta = 1 adds noise at every step
 
 

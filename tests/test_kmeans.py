@@ -1,5 +1,6 @@
 """k-means as a loop algorithm, checked against scikit-learn; the ARI against sklearn's."""
 
+import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -31,7 +32,7 @@ def _lloyd(x: np.ndarray, k: int, seed: int, steps: int = 50) -> kmeans.State:
   config = configlib.load("kmeans")
   config.model.n_clusters = k
   state = kmeans.init(config, jax.random.key(seed), {"x": x})
-  step = jax.jit(kmeans.train_step)
+  step = jax.jit(functools.partial(kmeans.train_step, config))
   for _ in range(steps):
     state, _ = step(state, {"x": jnp.asarray(x)}, None)
   return state

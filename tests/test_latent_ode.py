@@ -213,7 +213,9 @@ def test_prior_samples_start_with_the_frames_that_are_judged(trained):
   state = train.load_state(_tiny_config(), trained[2])
   key = jax.random.key(3)
   t = jnp.broadcast_to(jnp.linspace(0, 1, 6), (5, 6))
-  seqs, frames = algo.prior_sequences(state, key, t), algo.prior_frames(state, key, 5)
+  likelihood = _tiny_config().likelihood
+  seqs = algo.prior_sequences(likelihood, state, key, t)
+  frames = algo.prior_frames(likelihood, state, key, 5)
   assert seqs.shape == (5, 6, 16, 16, 1) and frames.shape == (5, 16, 16, 1)
   np.testing.assert_allclose(seqs[:, 0], frames, atol=1e-6)
   assert 0 <= frames.min() and frames.max() <= 1
@@ -231,8 +233,9 @@ def test_rotation_turns_tfds_mnist_into_the_original_sequences(mock_tfds):
   np.testing.assert_allclose(t[0], [0, 0.25, 0.5, 0.75, 1.0])
   np.testing.assert_allclose(x[:, 0], batch["x"], atol=1e-6)
   np.testing.assert_allclose(x[:, 3], sequences.rotate(batch["x"], jnp.array([216.0]))[:, 0])
-  state = algo.init(config, jax.random.key(0), batch)
-  assert (state.num_frames, state.observed, state.heldout, state.rotation) == (5, 5, (), (5, 72.0))
+  algo.init(config, jax.random.key(0), batch)
+  f = algo.frames(config, x.shape[1])
+  assert (f.num_frames, f.observed, f.heldout, f.rotation) == (5, 5, (), (5, 72.0))
 
 
 def test_bad_input_is_refused():

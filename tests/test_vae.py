@@ -1,6 +1,7 @@
 """The VAE: KL and likelihoods against hand and scipy values, the reparameterisation, the
 model's shapes and size, a tiny training through the loop, and bad input."""
 
+import functools
 import json
 import math
 
@@ -174,9 +175,9 @@ def trained(tmp_path_factory):
   dataset = data.load(config.dataset, **config.data)
   x = dataset.test[np.arange(len(dataset.test))]
   start = vae.init(train.resolve(config, dataset), jax.random.key(0), x)
-  initial = float(np.mean(jax.jit(vae.eval_step)(start, x)["neg_elbo"]))
+  initial = float(np.mean(jax.jit(functools.partial(vae.eval_step, config))(start, x)["neg_elbo"]))
   return {"workdir": workdir, "summary": summary, "initial": initial, "start": start,
-          "dataset": dataset}
+          "dataset": dataset, "config": config}
 
 
 def test_tiny_training_lowers_the_held_out_negative_elbo(trained):
@@ -203,7 +204,7 @@ def test_summary_has_the_elbo_parts_and_sample_quality(trained):
 def test_eval_does_not_depend_on_the_batch(trained):
   """Images 0-2 evaluated beside 3-5, in reverse order, and beside 6-8: the same numbers."""
   state, test = trained["start"], trained["dataset"].test
-  step = jax.jit(vae.eval_step)
+  step = jax.jit(functools.partial(vae.eval_step, trained["config"]))
   whole = step(state, test[np.arange(6)])["neg_elbo"]
   reverse = step(state, test[np.arange(5, -1, -1)])["neg_elbo"][::-1]
   others = step(state, test[np.array([0, 1, 2, 6, 7, 8])])["neg_elbo"]
@@ -215,9 +216,11 @@ def test_eval_does_not_depend_on_the_batch(trained):
 def test_continuous_pixels_report_the_cross_entropy_floor(trained):
   """The seed preset's setting (no binarisation): recon is a cross-entropy that stays above the
   pixels' summed entropies, reported as ``bce_floor``."""
-  state, test = trained["start"].replace(binarize=False), trained["dataset"].test
+  state, test = trained["start"], trained["dataset"].test
   x = test[np.arange(6)]
-  out = jax.jit(vae.eval_step)(state, x)
+  continuous = ml_collections.ConfigDict(trained["config"].to_dict())
+  continuous.binarize = False
+  out = jax.jit(functools.partial(vae.eval_step, continuous))(state, x)
   np.testing.assert_allclose(out["bce_floor"], distributions.bernoulli_entropy(jnp.asarray(x["x"])),
                              rtol=1e-6)
   assert np.all(out["recon"] > out["bce_floor"]) and np.all(out["bce_floor"] > 0)
@@ -231,10 +234,11 @@ def test_gaussian_likelihood_learns_its_scale():
   batch = dataset.train[np.arange(64)]
   state = vae.init(config, jax.random.key(0), batch)
   assert state.params["log_scale"].shape == (1,)
-  step = jax.jit(vae.train_step)
+  step = jax.jit(functools.partial(vae.train_step, config))
   losses = []
   for i in range(40):
     state, metrics = step(state, batch, jax.random.key(i))
     losses.append(float(metrics["loss"]))
-  rms = math.sqrt(float(np.mean(jax.jit(vae.eval_step)(state, batch)["mse"])))
+  eval_step = jax.jit(functools.partial(vae.eval_step, config))
+  rms = math.sqrt(float(np.mean(eval_step(state, batch)["mse"])))
   assert losses[-1] < losses[0] / 4 and 0.11 < float(metrics["sigma"]) < rms

@@ -40,7 +40,8 @@ def init(config: ml_collections.ConfigDict, rng: jax.Array, batch: dict) -> tree
                           {}, config)
 
 
-def train_step(state: trees.State, batch: dict, rng: jax.Array) -> tuple[trees.State, dict]:
+def train_step(config: ml_collections.ConfigDict, state: trees.State,
+               batch: dict, rng: jax.Array) -> tuple[trees.State, dict]:
   """Adds round ``state.rounds``; metrics: its weighted error and alpha, the training accuracy."""
   del rng
   x, xb, y = trees.batch_arrays(state, batch)
@@ -57,11 +58,12 @@ def _predictors(model: adaboost.AdaBoost):
   return (lambda x: adaboost.predict(model, x)), (lambda x: adaboost.predict_proba(model, x))
 
 
-def eval_step(state: trees.State, batch: dict) -> dict:
+def eval_step(config: ml_collections.ConfigDict, state: trees.State, batch: dict) -> dict:
   return trees.eval_outputs(batch, *_predictors(state.model))
 
 
-def figures(state: trees.State, outputs: dict, dataset, outdir: str) -> None:
+def figures(config: ml_collections.ConfigDict, state: trees.State,
+            outputs: dict, dataset, outdir: str) -> None:
   model = state.model
   test = dataset.test[np.arange(len(dataset.test))]
   staged = adaboost.staged_score(model, fitted.flat(test["x"]), test["y"])

@@ -10,7 +10,6 @@ BatchNorm (the ResNets) keep their statistics in ``state.batch_stats`` (see
 
 import os
 
-import flax.struct
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -23,19 +22,12 @@ from m2m_jax.errors import ConfigError
 from m2m_jax.ops import augment
 
 
-class State(nets.State):
-  """The shared state plus the static augmentation settings."""
-
-  augment_shift: int = flax.struct.field(pytree_node=False, default=0)
-  augment_flip: bool = flax.struct.field(pytree_node=False, default=False)
-
-
 def validate(config: ml_collections.ConfigDict) -> None:
   if not config.model_name:
     raise ConfigError("the classifier needs config.model_name (e.g. 'cnn' or 'mlp').")
 
 
-def init(config: ml_collections.ConfigDict, rng: jax.Array, batch: dict) -> State:
+def init(config: ml_collections.ConfigDict, rng: jax.Array, batch: dict) -> nets.State:
   """Initialises parameters from ``batch['x']`` of shape (B, ...) and the optimizer state."""
   if not config.num_classes:
     raise ConfigError(f"dataset {config.dataset!r} has no class labels; the classifier needs them.")
@@ -44,22 +36,21 @@ def init(config: ml_collections.ConfigDict, rng: jax.Array, batch: dict) -> Stat
     raise ConfigError(f"labels must lie in [0, {config.num_classes}); the first batch holds "
                       f"{labels.min()}..{labels.max()}.")
   model = nets.build_model(config, num_classes=config.num_classes)
-  return nets.create(config, model, rng, batch["x"], State,
-                     augment_shift=config.get("augment_shift", 0),
-                     augment_flip=config.get("augment_flip", False))
+  return nets.create(config, model, rng, batch["x"])
 
 
-def _logits(state: State, params, x: jax.Array, train: bool, rng: jax.Array | None = None):
+def _logits(state: nets.State, params, x: jax.Array, train: bool, rng: jax.Array | None = None):
   logits, batch_stats = nets.apply(state, params, x, train, rng)
   return logits.astype(jnp.float32), batch_stats
 
 
-def train_step(state: State, batch: dict, rng: jax.Array) -> tuple[State, dict]:
+def train_step(config: ml_collections.ConfigDict, state: nets.State,
+               batch: dict, rng: jax.Array) -> tuple[nets.State, dict]:
   """One optimizer step on the mean cross-entropy of ``batch`` = {'x': (B, ...), 'y': (B,)}."""
   x = batch["x"]
-  if state.augment_shift:
-    x = augment.random_shift(rng, x, state.augment_shift)
-  if state.augment_flip:
+  if config.get("augment_shift", 0):
+    x = augment.random_shift(rng, x, config.augment_shift)
+  if config.get("augment_flip", False):
     x = augment.random_flip(jax.random.fold_in(rng, 1), x)
 
   def loss_fn(params):
@@ -73,7 +64,7 @@ def train_step(state: State, batch: dict, rng: jax.Array) -> tuple[State, dict]:
   return state, {"loss": loss, "accuracy": accuracy}
 
 
-def eval_step(state: State, batch: dict) -> dict:
+def eval_step(config: ml_collections.ConfigDict, state: nets.State, batch: dict) -> dict:
   """Per-example ``loss``, ``accuracy`` (0/1), ``pred`` and ``label``, each of shape (B,)."""
   logits, _ = _logits(state, state.params, batch["x"], train=False)
   pred = jnp.argmax(logits, -1)
@@ -82,7 +73,8 @@ def eval_step(state: State, batch: dict) -> dict:
           "pred": pred, "label": batch["y"]}
 
 
-def figures(state: State, outputs: dict, dataset, outdir: str) -> None:
+def figures(config: ml_collections.ConfigDict, state: nets.State,
+            outputs: dict, dataset, outdir: str) -> None:
   """The confusion matrix and (for images) the first 32 misclassified test examples."""
   report.plot_confusion(outputs["label"], outputs["pred"], dataset.num_classes,
                         os.path.join(outdir, "confusion.png"), dataset.name)

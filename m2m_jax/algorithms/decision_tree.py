@@ -27,7 +27,8 @@ def init(config: ml_collections.ConfigDict, rng: jax.Array, batch: dict) -> tree
   return state.replace(model=fitted.unfitted(dt.solve, x, y, w, bins, rng, **state.kwargs))
 
 
-def train_step(state: trees.State, batch: dict, rng: jax.Array) -> tuple[trees.State, dict]:
+def train_step(config: ml_collections.ConfigDict, state: trees.State,
+               batch: dict, rng: jax.Array) -> tuple[trees.State, dict]:
   """Grows the tree; metric: the training accuracy or R^2."""
   x, _, y = trees.batch_arrays(state, batch)
   model = dt.solve(x, y, jax.numpy.ones(x.shape[0]), state.bins, rng, **state.kwargs)
@@ -41,11 +42,12 @@ def _predictors(model: dt.DecisionTree):
   return (lambda x: dt.predict(model, x)), proba
 
 
-def eval_step(state: trees.State, batch: dict) -> dict:
+def eval_step(config: ml_collections.ConfigDict, state: trees.State, batch: dict) -> dict:
   return trees.eval_outputs(batch, *_predictors(state.model))
 
 
-def figures(state: trees.State, outputs: dict, dataset, outdir: str) -> None:
+def figures(config: ml_collections.ConfigDict, state: trees.State,
+            outputs: dict, dataset, outdir: str) -> None:
   model = state.model
   name = f"decision tree (depth {model.tree.depth}, {model.criterion})"
   trees.figures(outputs, dataset, outdir, name, _predictors(model)[0],

@@ -19,7 +19,6 @@ batches carry no example index; so the metrics do not depend on batch size or or
 
 import os
 
-import flax.struct
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -33,13 +32,6 @@ from m2m_jax.ops.keys import image_keys
 
 NOISES = ("salt_pepper", "pepper", "gaussian")
 EVAL_KEY = 20240601  # the test corruption's seed
-
-
-class State(nets.State):
-  """The shared state plus the static corruption settings."""
-
-  noise: str = flax.struct.field(pytree_node=False, default="salt_pepper")
-  noise_level: float = flax.struct.field(pytree_node=False, default=0.2)
 
 
 def corrupt(key: jax.Array, x: jax.Array, noise: str, level: float) -> jax.Array:
@@ -73,27 +65,27 @@ def validate(config: ml_collections.ConfigDict) -> None:
     raise ConfigError(f"noise_level must lie in [0, {limit}] for {noise!r} noise; got {level}.")
 
 
-def init(config: ml_collections.ConfigDict, rng: jax.Array, batch: dict) -> State:
+def init(config: ml_collections.ConfigDict, rng: jax.Array, batch: dict) -> nets.State:
   """Initialises the model for the channels of ``batch['x']`` (B, H, W, C)."""
   x = np.asarray(batch["x"])
   if x.ndim != 4:
     raise DataError(f"denoise needs images of shape (B, H, W, C); dataset {config.dataset!r} "
                     f"gives shape {x.shape}.")
   model = nets.build_model(config, channels=x.shape[-1])
-  noise, level = _noise(config)
-  return nets.create(config, model, rng, x, State, noise=noise, noise_level=level)
+  return nets.create(config, model, rng, x)
 
 
-def _reconstruct(state: State, params, noisy: jax.Array, train: bool):
+def _reconstruct(state: nets.State, params, noisy: jax.Array, train: bool):
   out, batch_stats = nets.apply(state, params, noisy, train)
   return out.astype(jnp.float32), batch_stats
 
 
-def train_step(state: State, batch: dict, rng: jax.Array) -> tuple[State, dict]:
+def train_step(config: ml_collections.ConfigDict, state: nets.State,
+               batch: dict, rng: jax.Array) -> tuple[nets.State, dict]:
   """One optimizer step on the MSE between the reconstruction of a fresh corruption of
   ``batch['x']`` and the clean images."""
   x = batch["x"].astype(jnp.float32)
-  noisy = corrupt(rng, x, state.noise, state.noise_level)
+  noisy = corrupt(rng, x, *_noise(config))
 
   def loss_fn(params):
     out, batch_stats = _reconstruct(state, params, noisy, train=True)
@@ -110,29 +102,31 @@ def eval_corrupt(x: jax.Array, noise: str, level: float) -> jax.Array:
   return corrupt_each(image_keys(jax.random.key(EVAL_KEY), x), x, noise, level)
 
 
-def _denoise(state: State, x: jax.Array) -> tuple[jax.Array, jax.Array]:
-  """Clean images (B, H, W, C) -> their test corruption and its reconstruction, both
-  (B, H, W, C)."""
-  noisy = eval_corrupt(x, state.noise, state.noise_level)
+def _denoise(noise: tuple[str, float], state: nets.State,
+             x: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """Clean images (B, H, W, C) -> their test corruption by ``noise`` = (kind, level) and its
+  reconstruction, both (B, H, W, C)."""
+  noisy = eval_corrupt(x, *noise)
   return noisy, _reconstruct(state, state.params, noisy, train=False)[0]
 
 
-def eval_step(state: State, batch: dict) -> dict:
+def eval_step(config: ml_collections.ConfigDict, state: nets.State, batch: dict) -> dict:
   """Per-image (B,) ``mse`` and ``psnr`` of the reconstruction, ``mse_noisy`` and
   ``psnr_noisy`` of the corrupted input, both against the clean image."""
   x = batch["x"].astype(jnp.float32)
-  noisy, out = _denoise(state, x)
+  noisy, out = _denoise(_noise(config), state, x)
   mse, mse_noisy = metrics.mse_per_image(out, x), metrics.mse_per_image(noisy, x)
   return {"mse": mse, "psnr": metrics.psnr(mse),
           "mse_noisy": mse_noisy, "psnr_noisy": metrics.psnr(mse_noisy)}
 
 
-def figures(state: State, outputs: dict, dataset, outdir: str, n: int = 8) -> None:
+def figures(config: ml_collections.ConfigDict, state: nets.State,
+            outputs: dict, dataset, outdir: str, n: int = 8) -> None:
   """``denoised.png``: ``n`` test images spread over the split, in rows: the corrupted input,
   the reconstruction and the clean image, with PSNRs."""
   idx = np.unique(np.linspace(0, len(dataset.test) - 1, n).astype(int))
   x = jnp.asarray(dataset.test[idx]["x"], jnp.float32)
-  noisy, out = jax.jit(_denoise)(state, x)
+  noisy, out = jax.jit(_denoise, static_argnums=0)(_noise(config), state, x)
   titles = ([f"noisy {p:.1f} dB" for p in outputs["psnr_noisy"][idx]]
             + [f"denoised {p:.1f} dB" for p in outputs["psnr"][idx]] + ["clean"] * len(idx))
   report.plot_images(np.concatenate([noisy, out, x]), titles,

@@ -28,7 +28,6 @@ import functools
 import os
 from typing import Any
 
-import flax.struct
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -51,9 +50,6 @@ class State(nets.State):
 
   ema_params: Any = None
   schedule: diffusion.Schedule = None
-  ema_decay: float = flax.struct.field(pytree_node=False, default=0.999)
-  ddim_steps: int = flax.struct.field(pytree_node=False, default=50)
-  ddim_eta: float = flax.struct.field(pytree_node=False, default=0.0)
 
 
 def ema_decay_at(step: jax.Array, decay: float) -> jax.Array:
@@ -92,9 +88,7 @@ def init(config: ml_collections.ConfigDict, rng: jax.Array, batch: dict) -> Stat
                                   jnp.zeros(1, jnp.int32))
   return State.create(apply_fn=model.apply, params=variables["params"],
                       tx=optim.optimizer(config), batch_stats={},
-                      ema_params=variables["params"], ema_decay=float(config.ema_decay),
-                      ddim_steps=int(config.ddim_steps),
-                      ddim_eta=float(config.get("ddim_eta", 0.0)),
+                      ema_params=variables["params"],
                       schedule=diffusion.make_schedule(config.beta_schedule,
                                                        config.diffusion_steps))
 
@@ -103,7 +97,8 @@ def _eps(state: State, params, xt: jax.Array, t: jax.Array) -> jax.Array:
   return state.apply_fn({"params": params}, xt, t)
 
 
-def train_step(state: State, batch: dict, rng: jax.Array) -> tuple[State, dict]:
+def train_step(config: ml_collections.ConfigDict, state: State,
+               batch: dict, rng: jax.Array) -> tuple[State, dict]:
   """One optimizer step on L_simple at uniform times, then the EMA update."""
   x0 = to_model(batch["x"].astype(jnp.float32))
   t_key, eps_key = jax.random.split(rng)
@@ -116,7 +111,7 @@ def train_step(state: State, batch: dict, rng: jax.Array) -> tuple[State, dict]:
 
   loss, grads = jax.value_and_grad(loss_fn)(state.params)
   state = state.apply_gradients(grads=grads)
-  decay = ema_decay_at(state.step, state.ema_decay)
+  decay = ema_decay_at(state.step, config.ema_decay)
   return state.replace(ema_params=ema_update(state.ema_params, state.params, decay)), {
       "loss": loss, "ema_decay": decay}
 
@@ -136,7 +131,7 @@ def eval_noise(schedule: diffusion.Schedule, x: jax.Array) -> tuple[jax.Array, j
   return t, eps
 
 
-def eval_step(state: State, batch: dict) -> dict:
+def eval_step(config: ml_collections.ConfigDict, state: State, batch: dict) -> dict:
   """Per-image (B,) epsilon-MSE: ``eps_mse`` (EMA weights) and ``eps_mse_raw`` (trained
   weights) at the image's own random time, ``eps_mse_t<k>`` (EMA) at the fixed times."""
   x = batch["x"].astype(jnp.float32)
@@ -151,18 +146,18 @@ def eval_step(state: State, batch: dict) -> dict:
   return out
 
 
-@functools.partial(jax.jit, static_argnames=("shape", "sampler", "clip"))
-def sample(state: State, key: jax.Array, shape: tuple, sampler: str = "ddpm",
-           clip: bool = True) -> jax.Array:
+@functools.partial(jax.jit, static_argnames=("shape", "sampler", "clip", "ddim_steps",
+                                             "ddim_eta"))
+def sample(state: State, key: jax.Array, shape: tuple, sampler: str = "ddpm", clip: bool = True,
+           ddim_steps: int = 50, ddim_eta: float = 0.0) -> jax.Array:
   """Images (B, H, W, C) in [0, 1] drawn with the EMA weights: ``'ddpm'`` by T ancestral steps,
-  ``'ddim'`` by ``state.ddim_steps`` DDIM steps of ``state.ddim_eta``."""
+  ``'ddim'`` by ``ddim_steps`` DDIM steps of ``ddim_eta``."""
   choose("sampler", sampler, ("ddpm", "ddim"))
   eps_fn = lambda xt, t: _eps(state, state.ema_params, xt, t)
   if sampler == "ddpm":
     x = diffusion.sample_ancestral(state.schedule, eps_fn, key, shape, clip)
   else:
-    x = diffusion.sample_ddim(state.schedule, eps_fn, key, shape, state.ddim_steps,
-                              state.ddim_eta, clip)
+    x = diffusion.sample_ddim(state.schedule, eps_fn, key, shape, ddim_steps, ddim_eta, clip)
   return to_image(x)
 
 
@@ -170,9 +165,15 @@ def draw(config: ml_collections.ConfigDict, state: State, num: int, shape: tuple
          sampler: str) -> np.ndarray:
   """``num`` images (num, *shape) in batches of at most ``config.sample_batch_size``, batch i
   from ``fold_in(SAMPLE_KEY, i)`` (:func:`sample_quality.draw`)."""
-  return sample_quality.draw(lambda k, b: sample(state, k, (b, *shape), sampler), num,
+  return sample_quality.draw(lambda k, b: sample(state, k, (b, *shape), sampler,
+                                                 **_ddim(config)), num,
                              jax.random.key(SAMPLE_KEY), config.sample_batch_size,
                              f"{sampler.upper()} samples")
+
+
+def _ddim(config: ml_collections.ConfigDict) -> dict:
+  """The DDIM sampler's settings: ``ddim_steps`` and ``ddim_eta``."""
+  return {"ddim_steps": int(config.ddim_steps), "ddim_eta": float(config.get("ddim_eta", 0.0))}
 
 
 def _image_shape(dataset) -> tuple:
@@ -199,7 +200,8 @@ def _chain(state: State, key: jax.Array, shape: tuple) -> tuple[jax.Array, jax.A
   return diffusion.sample_ancestral(state.schedule, eps_fn, key, shape, trajectory=1)
 
 
-def figures(state: State, outputs: dict, dataset, outdir: str, n: int = 16) -> None:
+def figures(config: ml_collections.ConfigDict, state: State,
+            outputs: dict, dataset, outdir: str, n: int = 16) -> None:
   """``samples_ddpm.png`` and ``samples_ddim.png``: ``n`` EMA samples of each sampler;
   ``trajectory.png``: the first ancestral sample's reverse chain, x_t and its x0_hat at times
   from T-1 down to 0; ``forward.png``: a test digit under q(x_t | x_0) at the same times."""
@@ -208,9 +210,11 @@ def figures(state: State, outputs: dict, dataset, outdir: str, n: int = 16) -> N
   x, xs, x0s = (np.asarray(a) for a in _chain(state, key, (n, *shape)))
   report.plot_images(np.asarray(to_image(x)), None, os.path.join(outdir, "samples_ddpm.png"),
                      title=f"EMA samples, ancestral, {num_steps} steps")
-  report.plot_images(np.asarray(sample(state, key, (n, *shape), "ddim")), None,
+  ddim = _ddim(config)
+  report.plot_images(np.asarray(sample(state, key, (n, *shape), "ddim", **ddim)), None,
                      os.path.join(outdir, "samples_ddim.png"),
-                     title=f"EMA samples, DDIM, {state.ddim_steps} steps, eta {state.ddim_eta:g}")
+                     title=f"EMA samples, DDIM, {ddim['ddim_steps']} steps, "
+                           f"eta {ddim['ddim_eta']:g}")
   times = sorted({num_steps - 1, *(int(f * num_steps) for f in (0.8, 0.6, 0.4, 0.3, 0.2, 0.1,
                                                                   0.05)), 0}, reverse=True)
   rows = [xs[num_steps - 1 - t, 0] for t in times] + [x[0]]

@@ -86,10 +86,9 @@ class State:
   Attributes:
     generator, discriminator: each a TrainState with its own optimizer and BatchNorm statistics.
     fixed_z: (n, latent_dim) the noise of the snapshots.
-    snapshots: (K, n, H, W, C) images in [0, 1] of G(fixed_z) at the steps of ``schedule``.
-    snapshot_steps: (K,) int32, the step each snapshot was taken at (-1: not yet taken).
-    schedule: the K steps at which snapshots are taken (static).
-    generator_loss: a name of ``GENERATOR_LOSSES`` (static).
+    snapshots: (K, n, H, W, C) images in [0, 1] of G(fixed_z) at the K snapshot steps.
+    snapshot_steps: (K,) int32, the step each snapshot was taken at (-1: not yet taken), at
+      the K steps of ``snapshot_schedule(config.num_steps, config.snapshots)``.
   """
 
   generator: nets.State
@@ -97,8 +96,6 @@ class State:
   fixed_z: jax.Array
   snapshots: jax.Array
   snapshot_steps: jax.Array
-  schedule: tuple = flax.struct.field(pytree_node=False, default=())
-  generator_loss: str = flax.struct.field(pytree_node=False, default="non_saturating")
 
   @property
   def step(self) -> jax.Array:
@@ -144,9 +141,8 @@ def init(config: ml_collections.ConfigDict, rng: jax.Array, batch: dict) -> Stat
                 discriminator=player(d_key, to_model(jnp.asarray(x[:1])), "discriminate"),
                 fixed_z=z,
                 snapshots=jnp.zeros((len(schedule), *z.shape[:1], *x.shape[1:]), jnp.float32),
-                snapshot_steps=-jnp.ones(len(schedule), jnp.int32),
-                schedule=schedule, generator_loss=config.generator_loss)
-  return _take_snapshot(state, 0)
+                snapshot_steps=-jnp.ones(len(schedule), jnp.int32))
+  return _take_snapshot(state, 0, schedule)
 
 
 def generate(g: nets.State, params, z: jax.Array, train: bool) -> tuple[jax.Array, Any]:
@@ -181,24 +177,25 @@ def discriminator_update(state: State, real: jax.Array, fake: jax.Array) -> tupl
   return state.replace(discriminator=d.apply_gradients(grads=grads, batch_stats=stats)), metrics
 
 
-def generator_update(state: State, z: jax.Array) -> tuple[State, dict]:
-  """One optimizer step of G on its loss ``GENERATOR_LOSSES[state.generator_loss]`` of
-  D(G(z)) for z (B, latent_dim); D (in training mode) is held fixed and untouched."""
+def generator_update(state: State, z: jax.Array,
+                     generator_loss: str = "non_saturating") -> tuple[State, dict]:
+  """One optimizer step of G on its loss ``GENERATOR_LOSSES[generator_loss]`` of D(G(z)) for
+  z (B, latent_dim); D (in training mode) is held fixed and untouched."""
   g, d = state.generator, state.discriminator
 
   def loss_fn(params):
     fake, stats = generate(g, params, z, train=True)
     logits = discriminate(d, d.params, fake, train=True)[0]
-    return GENERATOR_LOSSES[state.generator_loss](logits).mean(), stats
+    return GENERATOR_LOSSES[generator_loss](logits).mean(), stats
 
   (loss, stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(g.params)
   g = g.apply_gradients(grads=grads, batch_stats=stats)
   return state.replace(generator=g), {"loss_g": loss}
 
 
-def _take_snapshot(state: State, step) -> State:
-  """Writes G(fixed_z) into the snapshot row of ``step`` when the schedule holds it."""
-  hits = jnp.asarray(state.schedule) == step
+def _take_snapshot(state: State, step, schedule: tuple[int, ...]) -> State:
+  """Writes G(fixed_z) into the snapshot row of ``step`` when ``schedule`` holds it."""
+  hits = jnp.asarray(schedule) == step
 
   def take(s: State) -> State:
     row = jnp.argmax(hits)
@@ -208,7 +205,8 @@ def _take_snapshot(state: State, step) -> State:
   return jax.lax.cond(hits.any(), take, lambda s: s, state)
 
 
-def train_step(state: State, batch: dict, rng: jax.Array) -> tuple[State, dict]:
+def train_step(config: ml_collections.ConfigDict, state: State,
+               batch: dict, rng: jax.Array) -> tuple[State, dict]:
   """The discriminator's update, then the generator's, on one noise draw z ~ N(0, I) (B, latent);
   then the snapshot of the step reached, if it is one. Metrics: ``loss`` (D's), ``loss_g``,
   ``d_real`` and ``d_fake`` (D's mean probabilities on the real and the fake batch)."""
@@ -216,8 +214,9 @@ def train_step(state: State, batch: dict, rng: jax.Array) -> tuple[State, dict]:
   z = jax.random.normal(rng, (real.shape[0], state.fixed_z.shape[1]))
   fake = generate(state.generator, state.generator.params, z, train=True)[0]
   state, d_metrics = discriminator_update(state, real, jax.lax.stop_gradient(fake))
-  state, g_metrics = generator_update(state, z)
-  return _take_snapshot(state, state.step), {**d_metrics, **g_metrics}
+  state, g_metrics = generator_update(state, z, config.generator_loss)
+  schedule = snapshot_schedule(config.num_steps, config.snapshots)
+  return _take_snapshot(state, state.step, schedule), {**d_metrics, **g_metrics}
 
 
 def eval_noise(x: jax.Array, latent_dim: int) -> jax.Array:
@@ -227,7 +226,7 @@ def eval_noise(x: jax.Array, latent_dim: int) -> jax.Array:
   return jax.vmap(lambda k: jax.random.normal(k, (latent_dim,)))(keys)
 
 
-def eval_step(state: State, batch: dict) -> dict:
+def eval_step(config: ml_collections.ConfigDict, state: State, batch: dict) -> dict:
   """Per test image (B,): ``d_real`` = D(x), ``d_fake`` = D(G(z)) for its noise z, ``loss`` =
   D's loss and ``loss_g`` = G's loss on that pair (BatchNorm in inference mode)."""
   x = batch["x"].astype(jnp.float32)
@@ -236,7 +235,7 @@ def eval_step(state: State, batch: dict) -> dict:
   real_logits = discriminate(d, d.params, to_model(x), train=False)[0]
   fake_logits = discriminate(d, d.params, fake, train=False)[0]
   return {"loss": discriminator_loss(real_logits, fake_logits),
-          "loss_g": GENERATOR_LOSSES[state.generator_loss](fake_logits),
+          "loss_g": GENERATOR_LOSSES[config.generator_loss](fake_logits),
           "d_real": jax.nn.sigmoid(real_logits), "d_fake": jax.nn.sigmoid(fake_logits)}
 
 
@@ -260,7 +259,8 @@ def sample_metrics(config: ml_collections.ConfigDict, state: State, dataset) -> 
   return sample_quality.evaluate(config, dataset, {"": draw(state, n, jax.random.key(SAMPLE_KEY))})
 
 
-def figures(state: State, outputs: dict, dataset, outdir: str, n: int = 64) -> None:
+def figures(config: ml_collections.ConfigDict, state: State,
+            outputs: dict, dataset, outdir: str, n: int = 64) -> None:
   """``samples_over_training.png`` (one row of G(fixed_z) per snapshot step, top to bottom),
   ``samples.png`` (``n`` samples beside ``n`` test images spread over the split, 8 to a row as
   the seed's grid) and

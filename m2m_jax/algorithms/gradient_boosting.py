@@ -36,7 +36,8 @@ def init(config: ml_collections.ConfigDict, rng: jax.Array, batch: dict) -> tree
   return trees.init_state(gb.init(bins, y, **options), bins, {}, config)
 
 
-def train_step(state: trees.State, batch: dict, rng: jax.Array) -> tuple[trees.State, dict]:
+def train_step(config: ml_collections.ConfigDict, state: trees.State,
+               batch: dict, rng: jax.Array) -> tuple[trees.State, dict]:
   """Adds round ``state.rounds``; metrics: the mean training loss after it, and the training
   accuracy or R^2."""
   x, xb, y = trees.batch_arrays(state, batch)
@@ -52,11 +53,12 @@ def _predictors(model: gb.GradientBoosting):
   return (lambda x: gb.predict(model, x)), proba
 
 
-def eval_step(state: trees.State, batch: dict) -> dict:
+def eval_step(config: ml_collections.ConfigDict, state: trees.State, batch: dict) -> dict:
   return trees.eval_outputs(batch, *_predictors(state.model))
 
 
-def figures(state: trees.State, outputs: dict, dataset, outdir: str) -> None:
+def figures(config: ml_collections.ConfigDict, state: trees.State,
+            outputs: dict, dataset, outdir: str) -> None:
   model = state.model
   test = dataset.test[np.arange(len(dataset.test))]
   staged = gb.staged_score(model, fitted.flat(test["x"]), test["y"])

@@ -32,7 +32,6 @@ class State:
 
   centroids: jnp.ndarray
   counts: jnp.ndarray
-  variant: str = flax.struct.field(pytree_node=False, default="lloyd")
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
@@ -47,18 +46,19 @@ def init(config: ml_collections.ConfigDict, rng: jax.Array, batch: dict) -> Stat
   k = config.model.n_clusters
   if k > x.shape[0]:
     raise ConfigError(f"n_clusters {k} exceeds the {x.shape[0]} points of a batch.")
-  return State(kmeans_plus_plus(rng, x, k), jnp.zeros((k,), jnp.float32),
-               config.model.get("variant", "lloyd"))
+  return State(kmeans_plus_plus(rng, x, k), jnp.zeros((k,), jnp.float32))
 
 
-def train_step(state: State, batch: dict, rng: jax.Array) -> tuple[State, dict]:
-  """One assignment + update on batch {'x': (B, D)}; metric ``loss`` = mean squared distance."""
+def train_step(config: ml_collections.ConfigDict, state: State,
+               batch: dict, rng: jax.Array) -> tuple[State, dict]:
+  """One assignment + update on batch {'x': (B, D)}, Lloyd's or the mini-batch one
+  (``config.model.variant``); metric ``loss`` = mean squared distance."""
   del rng
   x = batch["x"].reshape(batch["x"].shape[0], -1)
   d2 = squared_distances(x, state.centroids)
   onehot = jax.nn.one_hot(jnp.argmin(d2, 1), state.centroids.shape[0])  # (B, K)
   m, s = onehot.sum(0), onehot.T @ x  # (K,), (K, D)
-  if state.variant == "lloyd":
+  if config.model.get("variant", "lloyd") == "lloyd":
     centroids = jnp.where(m[:, None] > 0, s / jnp.maximum(m, 1)[:, None], state.centroids)
     counts = m
   else:
@@ -67,21 +67,22 @@ def train_step(state: State, batch: dict, rng: jax.Array) -> tuple[State, dict]:
   return state.replace(centroids=centroids, counts=counts), {"loss": jnp.mean(jnp.min(d2, 1))}
 
 
-def eval_step(state: State, batch: dict) -> dict:
+def eval_step(config: ml_collections.ConfigDict, state: State, batch: dict) -> dict:
   """Per example: squared distance to the nearest centroid, its index, and the true label."""
   x = batch["x"].reshape(batch["x"].shape[0], -1)
   d2 = squared_distances(x, state.centroids)
   return {"sq_dist": jnp.min(d2, 1), "cluster": jnp.argmin(d2, 1), "label": batch["y"]}
 
 
-def summarize(outputs: dict) -> dict:
+def summarize(config: ml_collections.ConfigDict, outputs: dict) -> dict:
   """``inertia`` (sum of squared distances), its mean per point, and the ARI against labels."""
   return {"inertia": float(outputs["sq_dist"].sum()),
           "loss": float(outputs["sq_dist"].mean()),
           "ari": adjusted_rand_index(outputs["label"], outputs["cluster"])}
 
 
-def figures(state: State, outputs: dict, dataset, outdir: str) -> None:
+def figures(config: ml_collections.ConfigDict, state: State,
+            outputs: dict, dataset, outdir: str) -> None:
   """Test points coloured by cluster, with the centroids (first two features)."""
   x = dataset.test[np.arange(len(dataset.test))]["x"].reshape(len(dataset.test), -1)
   c = np.asarray(state.centroids)

@@ -31,7 +31,8 @@ def init(config: ml_collections.ConfigDict, rng: jax.Array, batch: dict) -> fitt
   return fitted.Fitted(params)
 
 
-def train_step(state: fitted.Fitted, batch: dict, rng: jax.Array) -> tuple[fitted.Fitted, dict]:
+def train_step(config: ml_collections.ConfigDict, state: fitted.Fitted,
+               batch: dict, rng: jax.Array) -> tuple[fitted.Fitted, dict]:
   """Stores the batch; metric: the number of training points stored."""
   del rng
   x = fitted.flat(batch["x"]).astype(jnp.float32)
@@ -39,7 +40,7 @@ def train_step(state: fitted.Fitted, batch: dict, rng: jax.Array) -> tuple[fitte
   return state.replace(params=params), {"stored": jnp.float32(x.shape[0])}
 
 
-def eval_step(state: fitted.Fitted, batch: dict) -> dict:
+def eval_step(config: ml_collections.ConfigDict, state: fitted.Fitted, batch: dict) -> dict:
   """Per example: ``prob`` (B, C) and ``label``, or ``prediction`` and ``target`` (B,)."""
   x = fitted.flat(batch["x"])
   if state.params.task == "classification":
@@ -47,13 +48,14 @@ def eval_step(state: fitted.Fitted, batch: dict) -> dict:
   return {"prediction": knn.predict(state.params, x), "target": batch["y"]}
 
 
-def summarize(outputs: dict) -> dict:
+def summarize(config: ml_collections.ConfigDict, outputs: dict) -> dict:
   if "prob" in outputs:
     return fitted.classification_metrics(outputs)
   return fitted.regression_metrics(outputs)
 
 
-def figures(state: fitted.Fitted, outputs: dict, dataset, outdir: str) -> None:
+def figures(config: ml_collections.ConfigDict, state: fitted.Fitted,
+            outputs: dict, dataset, outdir: str) -> None:
   """Classification: confusion matrix and decision regions (training points stored, on the
   plane of their two leading principal axes). Regression: predicted vs true, residuals."""
   params = state.params

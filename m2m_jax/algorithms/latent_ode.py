@@ -35,8 +35,8 @@ Image datasets (examples (H, W, C), such as tfds MNIST) become sequences on the 
 
 import functools
 import os
+from typing import NamedTuple
 
-import flax.struct
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -55,16 +55,17 @@ EVAL_KEY = 20240602  # the test sample's seed
 SAMPLE_KEY = 20240604  # the prior samples' seed (figures and sample quality)
 
 
-class State(nets.State):
-  """The shared state plus the static settings of the sequences and the likelihood."""
+class Frames(NamedTuple):
+  """The static settings of the sequences and the likelihood, from the config and the number of
+  frames of the data (:func:`frames`); hashable, so a jitted helper takes them as a static
+  argument."""
 
-  latent: int = flax.struct.field(pytree_node=False, default=32)
-  likelihood: str = flax.struct.field(pytree_node=False, default="bernoulli")
-  obs_std: float = flax.struct.field(pytree_node=False, default=1.0)
-  num_frames: int = flax.struct.field(pytree_node=False, default=5)
-  observed: int = flax.struct.field(pytree_node=False, default=5)
-  heldout: tuple = flax.struct.field(pytree_node=False, default=())
-  rotation: tuple = flax.struct.field(pytree_node=False, default=())  # (num_frames, angle_step)
+  likelihood: str
+  obs_std: float
+  num_frames: int
+  observed: int
+  heldout: tuple
+  rotation: tuple  # (num_frames, angle_step), or () for sequence data
 
 
 # --- the math -------------------------------------------------------------------------------
@@ -105,6 +106,14 @@ def example_keys(key: jax.Array, x: jax.Array) -> jax.Array:
 
 
 # --- config and state -----------------------------------------------------------------------
+
+def frames(config: ml_collections.ConfigDict, num_frames: int) -> Frames:
+  """The :class:`Frames` of ``config`` for sequences of ``num_frames`` frames (``observed`` 0
+  means all of them)."""
+  s = _settings(config)
+  return Frames(s["likelihood"], s["obs_std"], num_frames, s["observed"] or num_frames,
+                s["heldout"], s["rotation"])
+
 
 def _settings(config: ml_collections.ConfigDict) -> dict:
   rotation = config.get("rotation", ml_collections.ConfigDict())
@@ -170,7 +179,7 @@ def _check_data(config, batch: dict, s: dict) -> tuple[np.ndarray, np.ndarray]:
   return x, t
 
 
-def init(config: ml_collections.ConfigDict, rng: jax.Array, batch: dict) -> State:
+def init(config: ml_collections.ConfigDict, rng: jax.Array, batch: dict) -> nets.State:
   """Checks the sequences and the frame split, and initialises the model for their frames."""
   s = _settings(config)
   x, t = _check_data(config, batch, s)
@@ -185,36 +194,40 @@ def init(config: ml_collections.ConfigDict, rng: jax.Array, batch: dict) -> Stat
   model = nets.build_model(config, frame_shape=tuple(x.shape[2:]))
   variables = nets.init_variables(model, rng, jnp.asarray(x[:1]), jnp.asarray(t[:1]),
                                   method=model.initialize)
-  return State.create(apply_fn=model.apply, params=variables["params"],
-                      tx=optim.optimizer(config), batch_stats={}, latent=model.latent,
-                      likelihood=s["likelihood"], obs_std=s["obs_std"], num_frames=num_frames,
-                      observed=observed, heldout=s["heldout"], rotation=s["rotation"])
+  return nets.State.create(apply_fn=model.apply, params=variables["params"],
+                           tx=optim.optimizer(config), batch_stats={})
 
 
-def _masks(state: State) -> dict[str, np.ndarray]:
-  return frame_masks(state.num_frames, state.observed, state.heldout)
+def _masks(f: Frames) -> dict[str, np.ndarray]:
+  return frame_masks(f.num_frames, f.observed, f.heldout)
 
 
-def _apply(state: State, params, *args, method: str):
+def _apply(state: nets.State, params, *args, method: str):
   return state.apply_fn({"params": params}, *args, method=method)
 
 
-def elbo_terms(state: State, out: jax.Array, x: jax.Array, mu: jax.Array,
+def _latent(state: nets.State) -> int:
+  """The dimension of z: the recognition heads give its mean and log-variance."""
+  return state.params["heads"]["kernel"].shape[-1] // 2
+
+
+def elbo_terms(f: Frames, out: jax.Array, x: jax.Array, mu: jax.Array,
                logvar: jax.Array) -> dict:
   """Per sequence (B,): ``recon``, the negative log-likelihood of the observed frames of x under
   the decoder's output ``out`` (B, T, ...), ``kl`` of q(z0 | x), and their sum ``neg_elbo``."""
-  observed = jnp.asarray(_masks(state)["observed"])
-  recon = jnp.sum(frame_nll(out, x, state.likelihood, state.obs_std) * observed, axis=1)
+  observed = jnp.asarray(_masks(f)["observed"])
+  recon = jnp.sum(frame_nll(out, x, f.likelihood, f.obs_std) * observed, axis=1)
   kl = distributions.gaussian_kl(mu, logvar)
   return {"neg_elbo": recon + kl, "recon": recon, "kl": kl}
 
 
-def _encode(state: State, params, x: jax.Array, t: jax.Array) -> tuple[jax.Array, jax.Array]:
-  mask = jnp.broadcast_to(jnp.asarray(_masks(state)["observed"]), t.shape)
+def _encode(f: Frames, state: nets.State, params, x: jax.Array,
+            t: jax.Array) -> tuple[jax.Array, jax.Array]:
+  mask = jnp.broadcast_to(jnp.asarray(_masks(f)["observed"]), t.shape)
   return _apply(state, params, x, t, mask, method="encode")
 
 
-def _render(state: State, params, z0: jax.Array, t: jax.Array,
+def _render(state: nets.State, params, z0: jax.Array, t: jax.Array,
             t_out: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
   """The decoder's output (B, T, ...) and the latent path (B, T, latent) from z0 (B, latent),
   at the times t (or t_out (B, S), with the solver's steps still set by t)."""
@@ -222,15 +235,17 @@ def _render(state: State, params, z0: jax.Array, t: jax.Array,
   return _apply(state, params, z, method="decode"), z
 
 
-def train_step(state: State, batch: dict, rng: jax.Array) -> tuple[State, dict]:
+def train_step(config: ml_collections.ConfigDict, state: nets.State,
+               batch: dict, rng: jax.Array) -> tuple[nets.State, dict]:
   """One optimizer step on the mean negative ELBO of the batch's sequences."""
-  x, t = sequences(batch, state.rotation)
-  eps = jax.random.normal(rng, (x.shape[0], state.latent))
+  x, t = sequences(batch, _settings(config)["rotation"])
+  f = frames(config, x.shape[1])
+  eps = jax.random.normal(rng, (x.shape[0], _latent(state)))
 
   def loss_fn(params):
-    mu, logvar = _encode(state, params, x, t)
+    mu, logvar = _encode(f, state, params, x, t)
     out, _ = _render(state, params, mu + jnp.exp(0.5 * logvar) * eps, t)
-    terms = elbo_terms(state, out, x, mu, logvar)
+    terms = elbo_terms(f, out, x, mu, logvar)
     return jnp.mean(terms["neg_elbo"]), terms
 
   (loss, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
@@ -238,35 +253,36 @@ def train_step(state: State, batch: dict, rng: jax.Array) -> tuple[State, dict]:
                                               "kl": terms["kl"].mean()}
 
 
-def mean_frames(state: State, out: jax.Array) -> jax.Array:
+def mean_frames(likelihood: str, out: jax.Array) -> jax.Array:
   """The decoder's expected frame: pixel probabilities (Bernoulli) or means (Gaussian)."""
-  return jax.nn.sigmoid(out) if state.likelihood == "bernoulli" else out
+  return jax.nn.sigmoid(out) if likelihood == "bernoulli" else out
 
 
-def predict(state: State, x: jax.Array, t: jax.Array,
+def predict(f: Frames, state: nets.State, x: jax.Array, t: jax.Array,
             t_out: jax.Array) -> tuple[jax.Array, jax.Array]:
   """From the observed frames of (x, t), the expected frames at the times t_out (B, S) within
   [t_1, t_T] and the latent path there, both from the posterior mean z0 = mu, with the solver's
   steps set by t (so at the times t they are eval's): ((B, S, ...), (B, S, latent))."""
-  mu, _ = _encode(state, state.params, x, t)
+  mu, _ = _encode(f, state, state.params, x, t)
   out, z = _render(state, state.params, mu, t, t_out)
-  return mean_frames(state, out), z
+  return mean_frames(f.likelihood, out), z
 
 
-def eval_step(state: State, batch: dict) -> dict:
+def eval_step(config: ml_collections.ConfigDict, state: nets.State, batch: dict) -> dict:
   """Per sequence (B,): ``neg_elbo``, ``recon``, ``kl`` (nats; one sample of z0), and where the
   split has such frames ``interp_mse`` / ``extrap_mse`` of the prediction from z0 = mu, with
   their nearest-observed-frame baselines."""
-  x, t = sequences(batch, state.rotation)
+  x, t = sequences(batch, _settings(config)["rotation"])
+  f = frames(config, x.shape[1])
   keys = example_keys(jax.random.key(EVAL_KEY), x)
-  eps = jax.vmap(lambda k: jax.random.normal(k, (state.latent,)))(keys)
-  mu, logvar = _encode(state, state.params, x, t)
+  eps = jax.vmap(lambda k: jax.random.normal(k, (_latent(state),)))(keys)
+  mu, logvar = _encode(f, state, state.params, x, t)
   z0 = jnp.concatenate([mu + jnp.exp(0.5 * logvar) * eps, mu])     # one solve for both
   out, _ = _render(state, state.params, z0, jnp.concatenate([t, t]))
   sampled, mean = jnp.split(out, 2)
-  outputs = elbo_terms(state, sampled, x, mu, logvar)
-  masks = _masks(state)
-  err = ((mean_frames(state, mean) - x) ** 2).reshape(*x.shape[:2], -1).mean(-1)   # (B, T)
+  outputs = elbo_terms(f, sampled, x, mu, logvar)
+  masks = _masks(f)
+  err = ((mean_frames(f.likelihood, mean) - x) ** 2).reshape(*x.shape[:2], -1).mean(-1)   # (B, T)
   err_nearest = ((x[:, nearest_observed(masks["observed"])] - x) ** 2).reshape(
       *x.shape[:2], -1).mean(-1)
   for name in ("interp", "extrap"):
@@ -276,39 +292,40 @@ def eval_step(state: State, batch: dict) -> dict:
   return outputs
 
 
-@functools.partial(jax.jit, static_argnums=2)
-def prior_frames(state: State, key: jax.Array, n: int) -> jax.Array:
+@functools.partial(jax.jit, static_argnums=(0, 3))
+def prior_frames(likelihood: str, state: nets.State, key: jax.Array, n: int) -> jax.Array:
   """The first frames of n sequences from the prior, z0 ~ N(0, I) from ``key``: expected
   frames (n, *frame_shape) decoded from z(t_0) = z0."""
-  z0 = jax.random.normal(key, (n, state.latent))
-  return mean_frames(state, _apply(state, state.params, z0, method="decode"))
+  z0 = jax.random.normal(key, (n, _latent(state)))
+  return mean_frames(likelihood, _apply(state, state.params, z0, method="decode"))
 
 
-@jax.jit
-def prior_sequences(state: State, key: jax.Array, t: jax.Array) -> jax.Array:
+@functools.partial(jax.jit, static_argnums=0)
+def prior_sequences(likelihood: str, state: nets.State, key: jax.Array, t: jax.Array) -> jax.Array:
   """Expected frames (B, T, ...) of B sequences from the prior at the times t (B, T)."""
-  z0 = jax.random.normal(key, (t.shape[0], state.latent))
-  return mean_frames(state, _render(state, state.params, z0, t)[0])
+  z0 = jax.random.normal(key, (t.shape[0], _latent(state)))
+  return mean_frames(likelihood, _render(state, state.params, z0, t)[0])
 
 
-def sample_metrics(config: ml_collections.ConfigDict, state: State, dataset) -> dict:
+def sample_metrics(config: ml_collections.ConfigDict, state: nets.State, dataset) -> dict:
   """FD, confidence and classes of the first frames of ``config.fd.num_samples`` sequences
   from the prior (-1: as many as the test split), judged on ``config.fd.dataset``; {} when
   there is no ``config.fd`` or it asks for no samples."""
   n = sample_quality.num_samples(config, dataset)
   if not n:
     return {}
-  frames = sample_quality.draw(functools.partial(prior_frames, state), n,
-                               jax.random.key(SAMPLE_KEY), desc="latent ODE prior samples")
-  return sample_quality.evaluate(config, dataset, {"": frames})
+  first = sample_quality.draw(functools.partial(prior_frames, _settings(config)["likelihood"],
+                                                state), n,
+                              jax.random.key(SAMPLE_KEY), desc="latent ODE prior samples")
+  return sample_quality.evaluate(config, dataset, {"": first})
 
 
 # --- figures --------------------------------------------------------------------------------
 
-def _roles(state: State) -> list[str]:
-  masks = _masks(state)
+def _roles(f: Frames) -> list[str]:
+  masks = _masks(f)
   return ["held out" if masks["interp"][i] else "extrap" if masks["extrap"][i] else "observed"
-          for i in range(state.num_frames)]
+          for i in range(f.num_frames)]
 
 
 def refine(t: jax.Array, k: int) -> jax.Array:
@@ -318,46 +335,48 @@ def refine(t: jax.Array, k: int) -> jax.Array:
   return jnp.concatenate([(t[:, :-1, None] + steps).reshape(t.shape[0], -1), t[:, -1:]], 1)
 
 
-def figures(state: State, outputs: dict, dataset, outdir: str, n: int = 4) -> None:
+def figures(config: ml_collections.ConfigDict, state: nets.State,
+            outputs: dict, dataset, outdir: str, n: int = 4) -> None:
   """``sequences.png`` (images) or ``spirals.png`` (2-D points): ``n`` test sequences, truth
   against the prediction from the observed frames; ``prior_sequences.png`` (images): ``n``
   sequences drawn from the prior; ``latent_trajectories.png``: the first two
   principal components of z(t) on a dense time grid for 32 test sequences. One solve on a
   grid that refines the frames' times, with the solver's steps of the evaluation."""
   idx = np.unique(np.linspace(0, len(dataset.test) - 1, 32).astype(int))
-  x, t = sequences(dataset.test[idx], state.rotation)
-  k = -(-120 // (state.num_frames - 1))
+  x, t = sequences(dataset.test[idx], _settings(config)["rotation"])
+  f = frames(config, x.shape[1])
+  k = -(-120 // (f.num_frames - 1))
   dense = refine(t, k)
-  pred_dense, z = jax.jit(predict)(state, x, t, dense)
+  pred_dense, z = jax.jit(predict, static_argnums=0)(f, state, x, t, dense)
   pred = pred_dense[:, ::k]
   labels = np.asarray(dataset.test[idx]["y"])
   show = np.linspace(0, len(idx) - 1, n).astype(int)
   if x.ndim == 5:
-    _plot_frames(state, np.asarray(x)[show], np.asarray(pred)[show], np.asarray(t)[show],
+    _plot_frames(f, np.asarray(x)[show], np.asarray(pred)[show], np.asarray(t)[show],
                  os.path.join(outdir, "sequences.png"))
-    prior = np.asarray(prior_sequences(state, jax.random.key(SAMPLE_KEY), t[:n]))
+    prior = np.asarray(prior_sequences(f.likelihood, state, jax.random.key(SAMPLE_KEY), t[:n]))
     report.plot_images(prior.reshape(-1, *prior.shape[2:]),
                        [f"prior t={v:.2f}" for v in np.asarray(t[:n]).ravel()],
-                       os.path.join(outdir, "prior_sequences.png"), cols=state.num_frames)
+                       os.path.join(outdir, "prior_sequences.png"), cols=f.num_frames)
   elif x.shape[-1] == 2:
-    _plot_spirals(state, np.asarray(x)[show], np.asarray(pred_dense)[show],
+    _plot_spirals(f, np.asarray(x)[show], np.asarray(pred_dense)[show],
                   os.path.join(outdir, "spirals.png"))
-  _plot_latents(state, np.asarray(z), np.asarray(dense), np.asarray(t), labels,
+  _plot_latents(f, np.asarray(z), np.asarray(dense), np.asarray(t), labels,
                 os.path.join(outdir, "latent_trajectories.png"))
 
 
-def _plot_frames(state, x, pred, t, path) -> None:
-  roles = _roles(state)
+def _plot_frames(f: Frames, x, pred, t, path) -> None:
+  roles = _roles(f)
   images, titles = [], []
   for seq, p, ts in zip(x, pred, t):
     images += list(seq) + list(p)
     titles += [f"{r} t={v:.2f}" for r, v in zip(roles, ts)]
     titles += [f"pred mse {((a - b) ** 2).mean():.3f}" for a, b in zip(p, seq)]
-  report.plot_images(np.stack(images), titles, path, cols=state.num_frames)
+  report.plot_images(np.stack(images), titles, path, cols=f.num_frames)
 
 
-def _plot_spirals(state, x, pred_dense, path) -> None:
-  masks = _masks(state)
+def _plot_spirals(f: Frames, x, pred_dense, path) -> None:
+  masks = _masks(f)
   fig, axes = report.figure(1, len(x), figsize=(3.2 * len(x), 3.2), squeeze=False)
   for ax, seq, curve in zip(axes[0], x, pred_dense):
     ax.plot(curve[:, 0], curve[:, 1], "k-", lw=1, label="model")
@@ -370,7 +389,7 @@ def _plot_spirals(state, x, pred_dense, path) -> None:
   fig.savefig(path, dpi=110)
 
 
-def _plot_latents(state, z, dense, t, labels, path) -> None:
+def _plot_latents(f: Frames, z, dense, t, labels, path) -> None:
   """z (N, T', D) on the dense times (N, T'); dots at the frames' times, the window's end marked."""
   flat = z.reshape(-1, z.shape[-1])
   centred = flat - flat.mean(0)
@@ -378,7 +397,7 @@ def _plot_latents(state, z, dense, t, labels, path) -> None:
   pc = (centred @ vt[:2].T).reshape(*z.shape[:2], -1)
   fig, ax = report.figure(figsize=(5, 4.5))
   colors = [f"C{int(c) % 10}" for c in labels]
-  end = t[:, state.observed - 1]
+  end = t[:, f.observed - 1]
   for curve, ts, c, e in zip(pc, dense, colors, end):
     inside = ts <= e + 1e-6
     ax.plot(curve[inside, 0], curve[inside, 1], "-", color=c, lw=1.2)

@@ -17,7 +17,11 @@ from m2m_jax.classic import linear_regression as lr
 from m2m_jax.errors import ConfigError
 
 validate = fitted.validate
-summarize = fitted.regression_metrics
+
+
+def summarize(config: ml_collections.ConfigDict, outputs: dict) -> dict:
+  """R^2, MSE and RMSE of the test predictions."""
+  return fitted.regression_metrics(outputs)
 
 
 def init(config: ml_collections.ConfigDict, rng: jax.Array, batch: dict) -> fitted.Fitted:
@@ -33,7 +37,8 @@ def init(config: ml_collections.ConfigDict, rng: jax.Array, batch: dict) -> fitt
   return fitted.Fitted(fitted.unfitted(lr.solve, x, y, **options), tuple(sorted(options.items())))
 
 
-def train_step(state: fitted.Fitted, batch: dict, rng: jax.Array) -> tuple[fitted.Fitted, dict]:
+def train_step(config: ml_collections.ConfigDict, state: fitted.Fitted,
+               batch: dict, rng: jax.Array) -> tuple[fitted.Fitted, dict]:
   """Fits on the batch; metrics: scikit-learn's training objective and the training R^2."""
   x = fitted.flat(batch["x"])
   params = lr.solve(x, batch["y"], key=rng, **state.kwargs)
@@ -41,12 +46,13 @@ def train_step(state: fitted.Fitted, batch: dict, rng: jax.Array) -> tuple[fitte
                                         "r2": lr.score(params, x, batch["y"])}
 
 
-def eval_step(state: fitted.Fitted, batch: dict) -> dict:
+def eval_step(config: ml_collections.ConfigDict, state: fitted.Fitted, batch: dict) -> dict:
   """Per example: ``prediction`` and ``target``, each (B,)."""
   return {"prediction": lr.predict(state.params, fitted.flat(batch["x"])), "target": batch["y"]}
 
 
-def figures(state: fitted.Fitted, outputs: dict, dataset, outdir: str) -> None:
+def figures(config: ml_collections.ConfigDict, state: fitted.Fitted,
+            outputs: dict, dataset, outdir: str) -> None:
   """Predicted vs true test values, residuals, and the coefficients."""
   r2 = fitted.regression_metrics(outputs)["r2"]
   report.plot_regression(outputs["target"], outputs["prediction"],

@@ -20,7 +20,11 @@ from m2m_jax.classic import validation
 from m2m_jax.errors import ConfigError
 
 validate = fitted.validate
-summarize = fitted.classification_metrics
+
+
+def summarize(config: ml_collections.ConfigDict, outputs: dict) -> dict:
+  """Accuracy and mean log-loss of the test probabilities."""
+  return fitted.classification_metrics(outputs)
 
 
 def _params(state: fitted.Fitted, coef, intercept, steps) -> logreg.LogisticRegressionParams:
@@ -46,7 +50,8 @@ def init(config: ml_collections.ConfigDict, rng: jax.Array, batch: dict) -> fitt
   return state.replace(params=_params(state, *fitted.unfitted(logreg.solve, x, y, **options)))
 
 
-def train_step(state: fitted.Fitted, batch: dict, rng: jax.Array) -> tuple[fitted.Fitted, dict]:
+def train_step(config: ml_collections.ConfigDict, state: fitted.Fitted,
+               batch: dict, rng: jax.Array) -> tuple[fitted.Fitted, dict]:
   """Fits on the batch; metrics: the training objective (log-loss + penalty), solver steps."""
   del rng
   x, y, kw = fitted.flat(batch["x"]), batch["y"], state.kwargs
@@ -57,12 +62,13 @@ def train_step(state: fitted.Fitted, batch: dict, rng: jax.Array) -> tuple[fitte
       "solver_steps": params.n_iter_.astype(jnp.float32)}
 
 
-def eval_step(state: fitted.Fitted, batch: dict) -> dict:
+def eval_step(config: ml_collections.ConfigDict, state: fitted.Fitted, batch: dict) -> dict:
   """Per example: class probabilities ``prob`` (B, C) and the ``label`` (B,)."""
   return {"prob": logreg.predict_proba(state.params, fitted.flat(batch["x"])), "label": batch["y"]}
 
 
-def figures(state: fitted.Fitted, outputs: dict, dataset, outdir: str) -> None:
+def figures(config: ml_collections.ConfigDict, state: fitted.Fitted,
+            outputs: dict, dataset, outdir: str) -> None:
   """Confusion matrix of the test split, and the decision regions on the plane of the
   training data's two leading principal axes."""
   report.plot_confusion(outputs["label"], outputs["prob"].argmax(1), state.kwargs["n_classes"],

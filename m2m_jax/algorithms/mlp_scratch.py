@@ -135,13 +135,10 @@ def adam_update(grads: Params, state: Adam, params: Params, lr: jax.Array | floa
 
 @flax.struct.dataclass
 class State:
-  """Parameters, Adam state, and the static layer widths, activation and learning-rate schedule."""
+  """Parameters and Adam state; the widths are the parameters' shapes."""
 
   params: Params
   adam: Adam
-  sizes: tuple[int, ...] = flax.struct.field(pytree_node=False)
-  activation: str = flax.struct.field(pytree_node=False)
-  learning_rate: Callable = flax.struct.field(pytree_node=False)
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
@@ -168,35 +165,38 @@ def init(config: ml_collections.ConfigDict, rng: jax.Array, batch: dict) -> Stat
     raise DataError(f"labels must lie in [0, {config.num_classes}), got {y.min()}..{y.max()}.")
   sizes = (int(np.prod(batch["x"].shape[1:])), *config.model.get("hidden", ()), config.num_classes)
   params = init_params(rng, sizes)
-  return State(params, adam_init(params), sizes, config.model.get("activation", "relu"),
-               optim.schedule(config))
+  return State(params, adam_init(params))
 
 
-def _loss(state: State, batch: dict) -> tuple[jax.Array, tuple, jax.Array, jax.Array]:
+def _loss(config: ml_collections.ConfigDict, state: State,
+          batch: dict) -> tuple[jax.Array, tuple, jax.Array, jax.Array]:
   """(logits, cache, per-example losses, dL/dlogits) of ``batch``."""
-  logits, cache = forward(state.params, batch["x"], state.activation)
+  logits, cache = forward(state.params, batch["x"], config.model.get("activation", "relu"))
   losses, dlogits = softmax_cross_entropy(logits, batch["y"])
   return logits, cache, losses, dlogits
 
 
-def train_step(state: State, batch: dict, rng: jax.Array) -> tuple[State, dict]:
+def train_step(config: ml_collections.ConfigDict, state: State,
+               batch: dict, rng: jax.Array) -> tuple[State, dict]:
   """One Adam step on the mean cross-entropy of ``batch`` = {'x': (B, ...), 'y': (B,)}."""
   del rng
-  logits, cache, losses, dlogits = _loss(state, batch)
+  logits, cache, losses, dlogits = _loss(config, state, batch)
   grads = backward(state.params, cache, dlogits)
-  params, adam = adam_update(grads, state.adam, state.params, state.learning_rate(state.adam.count))
+  learning_rate = optim.schedule(config)(state.adam.count)
+  params, adam = adam_update(grads, state.adam, state.params, learning_rate)
   accuracy = jnp.mean(jnp.argmax(logits, -1) == batch["y"])
   return state.replace(params=params, adam=adam), {"loss": losses.mean(), "accuracy": accuracy}
 
 
-def eval_step(state: State, batch: dict) -> dict:
+def eval_step(config: ml_collections.ConfigDict, state: State, batch: dict) -> dict:
   """Per-example ``loss``, ``accuracy`` (0/1), ``pred`` and ``label``, each of shape (B,)."""
-  logits, _, losses, _ = _loss(state, batch)
+  logits, _, losses, _ = _loss(config, state, batch)
   pred = jnp.argmax(logits, -1)
   return {"loss": losses, "accuracy": (pred == batch["y"]).astype(jnp.float32),
           "pred": pred, "label": batch["y"]}
 
 
-def figures(state: State, outputs: dict, dataset, outdir: str) -> None:
+def figures(config: ml_collections.ConfigDict, state: State,
+            outputs: dict, dataset, outdir: str) -> None:
   """The classifier's figures: confusion matrix and misclassified examples."""
-  classifier.figures(state, outputs, dataset, outdir)
+  classifier.figures(config, state, outputs, dataset, outdir)

@@ -44,7 +44,8 @@ def _reconstruction(params: pca.PCAParams, x: jax.Array) -> tuple[jax.Array, jax
   return z, jnp.sum((x - pca.inverse_transform(params, z)) ** 2, 1)
 
 
-def train_step(state: fitted.Fitted, batch: dict, rng: jax.Array) -> tuple[fitted.Fitted, dict]:
+def train_step(config: ml_collections.ConfigDict, state: fitted.Fitted,
+               batch: dict, rng: jax.Array) -> tuple[fitted.Fitted, dict]:
   """Fits on the batch; metrics: the variance ratio kept, the mean squared reconstruction error."""
   x = fitted.flat(batch["x"])
   params = pca.solve(x, rng, **state.kwargs)
@@ -54,7 +55,7 @@ def train_step(state: fitted.Fitted, batch: dict, rng: jax.Array) -> tuple[fitte
       "reconstruction_mse": jnp.mean(sq_error) / x.shape[1]}
 
 
-def eval_step(state: fitted.Fitted, batch: dict) -> dict:
+def eval_step(config: ml_collections.ConfigDict, state: fitted.Fitted, batch: dict) -> dict:
   """Per example: the squared reconstruction error ``mse`` and squared distance to the training
   mean ``spread``, both per feature (B,); the first two coordinates ``z`` (B, min(k, 2)); the
   ``label``."""
@@ -64,13 +65,14 @@ def eval_step(state: fitted.Fitted, batch: dict) -> dict:
           "z": z[:, :2], "label": batch["y"]}
 
 
-def summarize(outputs: dict) -> dict:
+def summarize(config: ml_collections.ConfigDict, outputs: dict) -> dict:
   spread = outputs["spread"].sum()
   return {"explained_variance": float(1.0 - outputs["mse"].sum() / spread) if spread > 0 else 1.0,
           "reconstruction_mse": float(outputs["mse"].mean())}
 
 
-def figures(state: fitted.Fitted, outputs: dict, dataset, outdir: str) -> None:
+def figures(config: ml_collections.ConfigDict, state: fitted.Fitted,
+            outputs: dict, dataset, outdir: str) -> None:
   """Scree plot (variance ratio per component and cumulative), the test set projected on the
   first two components, and for images a few test images next to their reconstructions."""
   params = state.params

@@ -51,7 +51,8 @@ def init(config: ml_collections.ConfigDict, rng: jax.Array, batch: dict) -> tree
   return trees.init_state(model, bins, options, config)
 
 
-def train_step(state: trees.State, batch: dict, rng: jax.Array) -> tuple[trees.State, dict]:
+def train_step(config: ml_collections.ConfigDict, state: trees.State,
+               batch: dict, rng: jax.Array) -> tuple[trees.State, dict]:
   """Grows tree ``state.rounds``; metric: the forest's training accuracy or R^2 so far."""
   x, xb, y = trees.batch_arrays(state, batch)
   model = state.model
@@ -67,7 +68,7 @@ def _predictors(model: rf.Forest):
   return (lambda x: rf.predict(model, x)), proba
 
 
-def eval_step(state: trees.State, batch: dict) -> dict:
+def eval_step(config: ml_collections.ConfigDict, state: trees.State, batch: dict) -> dict:
   return trees.eval_outputs(batch, *_predictors(state.model))
 
 
@@ -80,7 +81,8 @@ def staged_score(model: rf.Forest, x: np.ndarray, y: np.ndarray) -> np.ndarray:
   return np.asarray(scores)
 
 
-def figures(state: trees.State, outputs: dict, dataset, outdir: str) -> None:
+def figures(config: ml_collections.ConfigDict, state: trees.State,
+            outputs: dict, dataset, outdir: str) -> None:
   model = state.model
   test = dataset.test[np.arange(len(dataset.test))]
   label = "accuracy" if model.task == "classification" else "R^2"

@@ -12,7 +12,6 @@ key). BatchNorm statistics live in ``state.batch_stats`` (see :mod:`m2m_jax.algo
 
 import os
 
-import flax.struct
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -28,13 +27,6 @@ from m2m_jax.ops import segmentation as seg
 NUM_FIGURE_IMAGES = 8
 
 
-class State(nets.State):
-  """The shared state plus the static loss and augmentation settings."""
-
-  dice_weight: float = flax.struct.field(pytree_node=False, default=1.0)
-  flip: bool = flax.struct.field(pytree_node=False, default=False)
-
-
 def validate(config: ml_collections.ConfigDict) -> None:
   if not config.model_name:
     raise ConfigError("segmentation needs config.model_name (e.g. 'unet').")
@@ -42,7 +34,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     raise ConfigError(f"dice_weight must be >= 0, got {config.dice_weight}.")
 
 
-def init(config: ml_collections.ConfigDict, rng: jax.Array, batch: dict) -> State:
+def init(config: ml_collections.ConfigDict, rng: jax.Array, batch: dict) -> nets.State:
   """Initialises the model on ``batch`` = {'x': (B, H, W, C), 'y': (B, H, W, K) masks}."""
   x, y = np.asarray(batch["x"]), np.asarray(batch["y"])
   if x.ndim != 4 or y.ndim != 4 or y.shape[:3] != x.shape[:3]:
@@ -52,11 +44,10 @@ def init(config: ml_collections.ConfigDict, rng: jax.Array, batch: dict) -> Stat
     raise DataError(f"segmentation masks must lie in [0, 1]; dataset {config.dataset!r} gives "
                     f"{y.min()}..{y.max()} (for a label mask, set config.data.mask_values).")
   model = nets.build_model(config, out_channels=y.shape[-1], in_channels=x.shape[-1])
-  return nets.create(config, model, rng, x, State, dice_weight=config.get("dice_weight", 1.0),
-                     flip=config.get("flip", False))
+  return nets.create(config, model, rng, x)
 
 
-def _logits(state: State, params, x: jax.Array, train: bool):
+def _logits(state: nets.State, params, x: jax.Array, train: bool):
   logits, batch_stats = nets.apply(state, params, x, train)
   return logits.astype(jnp.float32), batch_stats
 
@@ -66,16 +57,17 @@ def _bce(logits: jax.Array, masks: jax.Array) -> jax.Array:
   return optax.sigmoid_binary_cross_entropy(logits, masks).mean(axis=(1, 2, 3))
 
 
-def train_step(state: State, batch: dict, rng: jax.Array) -> tuple[State, dict]:
+def train_step(config: ml_collections.ConfigDict, state: nets.State,
+               batch: dict, rng: jax.Array) -> tuple[nets.State, dict]:
   """One optimizer step on mean(BCE + dice_weight * soft Dice loss) over ``batch``."""
   x, y = batch["x"], batch["y"]
-  if state.flip:
+  if config.get("flip", False):
     x, y = augment.random_flip(rng, x, y)
 
   def loss_fn(params):
     logits, batch_stats = _logits(state, params, x, train=True)
     bce = _bce(logits, y).mean()
-    loss = bce + state.dice_weight * seg.soft_dice_loss(logits, y).mean()
+    loss = bce + config.get("dice_weight", 1.0) * seg.soft_dice_loss(logits, y).mean()
     return loss, (logits, batch_stats, bce)
 
   grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
@@ -84,11 +76,12 @@ def train_step(state: State, batch: dict, rng: jax.Array) -> tuple[State, dict]:
   return state, {"loss": loss, "bce": bce, "dice": seg.dice(jax.nn.sigmoid(logits), y).mean()}
 
 
-def eval_step(state: State, batch: dict) -> dict:
+def eval_step(config: ml_collections.ConfigDict, state: nets.State, batch: dict) -> dict:
   """Per image, each (B,): ``loss`` (BCE + dice_weight * soft Dice loss), hard ``dice``, ``iou``."""
   logits, _ = _logits(state, state.params, batch["x"], train=False)
   y, probs = batch["y"], jax.nn.sigmoid(logits)
-  return {"loss": _bce(logits, y) + state.dice_weight * seg.soft_dice_loss(logits, y),
+  dice_weight = config.get("dice_weight", 1.0)
+  return {"loss": _bce(logits, y) + dice_weight * seg.soft_dice_loss(logits, y),
           "dice": seg.dice(probs, y), "iou": seg.iou(probs, y)}
 
 
@@ -122,7 +115,8 @@ def plot_overlays(images: np.ndarray, masks: np.ndarray, preds: np.ndarray, path
   fig.savefig(path, dpi=110)
 
 
-def figures(state: State, outputs: dict, dataset, outdir: str) -> None:
+def figures(config: ml_collections.ConfigDict, state: nets.State,
+            outputs: dict, dataset, outdir: str) -> None:
   """``overlays.png``: the first held-out images with their true and predicted masks."""
   batch = dataset.test[np.arange(min(NUM_FIGURE_IMAGES, len(dataset.test)))]
   logits, _ = _logits(state, state.params, jnp.asarray(batch["x"]), train=False)

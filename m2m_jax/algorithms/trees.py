@@ -88,7 +88,8 @@ def eval_outputs(batch: dict, predict: Callable, predict_proba: Callable | None)
   return {"prediction": predict(x), "target": batch["y"]}
 
 
-def summarize(outputs: dict) -> dict:
+def summarize(config: ml_collections.ConfigDict, outputs: dict) -> dict:
+  """Accuracy and log-loss of a classifier's outputs, or R^2, MSE and RMSE of a regressor's."""
   if "prob" in outputs:
     return fitted.classification_metrics(outputs)
   return fitted.regression_metrics(outputs)

@@ -32,7 +32,6 @@ not binary draws from them.
 import functools
 import os
 
-import flax.struct
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -49,15 +48,6 @@ LIKELIHOODS = ("bernoulli", "gaussian")
 EVAL_KEY = 20240602    # the test binarisation's and eps's seed
 SAMPLE_KEY = 20240603  # the prior samples' seed (figures and sample quality)
 ACTIVE = 0.01          # a latent unit is active when Var_x E_q[z_j | x] exceeds this
-
-
-class State(nets.State):
-  """The shared state plus the static likelihood settings."""
-
-  likelihood: str = flax.struct.field(pytree_node=False, default="bernoulli")
-  binarize: bool = flax.struct.field(pytree_node=False, default=False)
-  gaussian_scale: float = flax.struct.field(pytree_node=False, default=0.0)
-  beta: float = flax.struct.field(pytree_node=False, default=1.0)
 
 
 def elbo_terms(log_likelihood: jax.Array, mean: jax.Array, logvar: jax.Array,
@@ -93,7 +83,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
                       f"gaussian_scale {s['gaussian_scale']}.")
 
 
-def init(config: ml_collections.ConfigDict, rng: jax.Array, batch: dict) -> State:
+def init(config: ml_collections.ConfigDict, rng: jax.Array, batch: dict) -> nets.State:
   """Initialises the model for the image shape of ``batch['x']`` (B, H, W, C)."""
   x = np.asarray(batch["x"])
   if x.ndim != 4:
@@ -105,45 +95,51 @@ def init(config: ml_collections.ConfigDict, rng: jax.Array, batch: dict) -> Stat
   s = _settings(config)
   learn_scale = s["likelihood"] == "gaussian" and s["gaussian_scale"] == 0
   model = nets.build_model(config, image_shape=x.shape[1:], learn_scale=learn_scale)
-  return nets.create(config, model, rng, x, State, **s)
+  return nets.create(config, model, rng, x)
 
 
-def encode(state: State, params, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+def encode(state: nets.State, params, x: jax.Array) -> tuple[jax.Array, jax.Array]:
   """Images (B, H, W, C) -> the posterior's (mean, logvar), each (B, L)."""
   return state.apply_fn({"params": params}, x, method="encode")
 
 
-def decode(state: State, params, z: jax.Array) -> jax.Array:
+def decode(state: nets.State, params, z: jax.Array) -> jax.Array:
   """Codes (B, L) -> pixel logits (B, H, W, C); the pixel mean is their sigmoid."""
   return state.apply_fn({"params": params}, z, method="decode")
 
 
-def log_likelihood(state: State, params, logits: jax.Array, x: jax.Array) -> jax.Array:
-  """log p(x | z) per image (B,) for the decoder's logits (B, H, W, C) and targets x."""
-  if state.likelihood == "bernoulli":
+def log_likelihood(config: ml_collections.ConfigDict, params, logits: jax.Array,
+                   x: jax.Array) -> jax.Array:
+  """log p(x | z) per image (B,) for the decoder's logits (B, H, W, C) and targets x, under
+  ``config.likelihood`` (a Gaussian's scale fixed by ``config.gaussian_scale`` or learned)."""
+  s = _settings(config)
+  if s["likelihood"] == "bernoulli":
     return bernoulli_log_likelihood(logits, x)
-  log_scale = (params["log_scale"] if not state.gaussian_scale
-               else jnp.log(jnp.float32(state.gaussian_scale)))
+  log_scale = (params["log_scale"] if not s["gaussian_scale"]
+               else jnp.log(jnp.float32(s["gaussian_scale"])))
   return gaussian_log_likelihood(jax.nn.sigmoid(logits), log_scale, x)
 
 
-def _elbo(state: State, params, x: jax.Array, sample) -> dict:
+def _elbo(config: ml_collections.ConfigDict, state: nets.State, params, x: jax.Array,
+          sample) -> dict:
   """``elbo_terms`` of images x (B, H, W, C), z = ``sample(mean, logvar)``."""
   mean, logvar = encode(state, params, x)
   logits = decode(state, params, sample(mean, logvar))
-  return {**elbo_terms(log_likelihood(state, params, logits, x), mean, logvar, state.beta),
+  beta = _settings(config)["beta"]
+  return {**elbo_terms(log_likelihood(config, params, logits, x), mean, logvar, beta),
           "z_mean": mean}
 
 
-def train_step(state: State, batch: dict, rng: jax.Array) -> tuple[State, dict]:
+def train_step(config: ml_collections.ConfigDict, state: nets.State,
+               batch: dict, rng: jax.Array) -> tuple[nets.State, dict]:
   """One optimizer step on the batch mean of recon + beta kl (a fresh binarisation and eps)."""
   x = batch["x"].astype(jnp.float32)
   bin_key, eps_key = jax.random.split(rng)
-  if state.binarize:
+  if _settings(config)["binarize"]:
     x = binarise(bin_key, x)
 
   def loss_fn(params):
-    terms = _elbo(state, params, x, functools.partial(reparameterise, eps_key))
+    terms = _elbo(config, state, params, x, functools.partial(reparameterise, eps_key))
     return jnp.mean(terms["loss"]), terms
 
   (loss, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
@@ -153,20 +149,22 @@ def train_step(state: State, batch: dict, rng: jax.Array) -> tuple[State, dict]:
   return state.apply_gradients(grads=grads), {"loss": loss, **metrics}
 
 
-def eval_step(state: State, batch: dict) -> dict:
+def eval_step(config: ml_collections.ConfigDict, state: nets.State, batch: dict) -> dict:
   """Per test image (B,), nats: ``neg_elbo``, ``recon``, ``kl`` (one eps per image, from a
   key of the image), ``mse`` of the mean image decoded from the posterior mean against x,
   ``bce_floor`` (Bernoulli on continuous pixels only); and ``z_mean`` (B, L)."""
   x = batch["x"].astype(jnp.float32)
+  s = _settings(config)
   keys = image_keys(jax.random.key(EVAL_KEY), x)
   target = (jax.vmap(binarise)(jax.vmap(jax.random.fold_in, (0, None))(keys, 0), x)
-            if state.binarize else x)
+            if s["binarize"] else x)
   eps_keys = jax.vmap(jax.random.fold_in, (0, None))(keys, 1)
-  terms = _elbo(state, state.params, target, lambda m, v: jax.vmap(reparameterise)(eps_keys, m, v))
+  terms = _elbo(config, state, state.params, target,
+                lambda m, v: jax.vmap(reparameterise)(eps_keys, m, v))
   mean_image = jax.nn.sigmoid(decode(state, state.params, terms["z_mean"]))
   out = {k: terms[k] for k in ("neg_elbo", "recon", "kl", "z_mean")}
   out["mse"] = jnp.mean((mean_image - x).reshape(x.shape[0], -1) ** 2, axis=1)
-  if state.likelihood == "bernoulli" and not state.binarize:
+  if s["likelihood"] == "bernoulli" and not s["binarize"]:
     out["bce_floor"] = bernoulli_entropy(x)
   return out
 
@@ -177,27 +175,27 @@ def active_units(z_mean: np.ndarray, threshold: float = ACTIVE) -> int:
   return int(np.sum(np.var(z_mean, axis=0) > threshold))
 
 
-def summarize(outputs: dict) -> dict:
+def summarize(config: ml_collections.ConfigDict, outputs: dict) -> dict:
   """The split means of the per-image outputs, and ``active_units`` of the posterior means."""
   summary = {k: float(np.mean(v)) for k, v in outputs.items() if k != "z_mean"}
   return {**summary, "active_units": active_units(outputs["z_mean"])}
 
 
 @functools.partial(jax.jit, static_argnums=2)
-def prior_samples(state: State, key: jax.Array, n: int) -> jax.Array:
+def prior_samples(state: nets.State, key: jax.Array, n: int) -> jax.Array:
   """n mean images sigmoid(decoder(z)), z ~ N(0, I) from ``key``: (n, H, W, C) in (0, 1)."""
   latent = state.params["mean_head"]["kernel"].shape[-1]
   return jax.nn.sigmoid(decode(state, state.params, jax.random.normal(key, (n, latent))))
 
 
-def sample_images(state: State, n: int, batch: int = 500) -> np.ndarray:
+def sample_images(state: nets.State, n: int, batch: int = 500) -> np.ndarray:
   """n prior samples (n, H, W, C), drawn ``batch`` at a time from keys folded from SAMPLE_KEY
   (:func:`sample_quality.draw`)."""
   return sample_quality.draw(functools.partial(prior_samples, state), n,
                              jax.random.key(SAMPLE_KEY), batch, "VAE prior samples")
 
 
-def sample_metrics(config: ml_collections.ConfigDict, state: State, dataset) -> dict:
+def sample_metrics(config: ml_collections.ConfigDict, state: nets.State, dataset) -> dict:
   """Digits/MNIST FD, the judge's confidence and class count of ``config.fd.num_samples`` prior
   samples (-1: as many as the test split; see :mod:`m2m_jax.algorithms.sample_quality`); {}
   when there is no ``config.fd`` or it asks for no samples."""
@@ -208,12 +206,12 @@ def sample_metrics(config: ml_collections.ConfigDict, state: State, dataset) -> 
 
 
 @jax.jit
-def _reconstruct(state: State, x: jax.Array) -> jax.Array:
+def _reconstruct(state: nets.State, x: jax.Array) -> jax.Array:
   return jax.nn.sigmoid(decode(state, state.params, encode(state, state.params, x)[0]))
 
 
 @functools.partial(jax.jit, static_argnums=3)
-def _interpolate(state: State, a: jax.Array, b: jax.Array, steps: int) -> jax.Array:
+def _interpolate(state: nets.State, a: jax.Array, b: jax.Array, steps: int) -> jax.Array:
   """Mean images decoded along the line between the posterior means of a and b (P, H, W, C):
   (P, steps, H, W, C), t = 0 .. 1."""
   za, zb = encode(state, state.params, a)[0], encode(state, state.params, b)[0]
@@ -234,7 +232,8 @@ def _interpolation_pairs(labels: np.ndarray, rows: int) -> list[tuple[int, int]]
           for k in range(rows)]
 
 
-def figures(state: State, outputs: dict, dataset, outdir: str, n: int = 10) -> None:
+def figures(config: ml_collections.ConfigDict, state: nets.State,
+            outputs: dict, dataset, outdir: str, n: int = 10) -> None:
   """``reconstructions.png`` (n test images and the mean images decoded from their posterior
   means, titled with the negative ELBO), ``samples.png`` (64 prior samples),
   ``interpolation.png`` (decoded along lines between the codes of two test images) and
