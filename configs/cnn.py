@@ -35,6 +35,7 @@ def default():
   c.optimizer = "adam"
   c.learning_rate = 2e-3
   c.schedule = "cosine"
+  c.label_smoothing = 0.0  # > 0: smoothed training targets (ops.optim.cross_entropy)
   c.batch_size = 64
   c.num_epochs = 60.0
   # Cadence.

@@ -31,6 +31,7 @@ def default():
   c.optimizer = "adam"
   c.learning_rate = 3e-3
   c.schedule = "cosine"
+  c.label_smoothing = 0.0  # > 0: smoothed training targets (ops.optim.cross_entropy)
   c.batch_size = 32
   c.num_epochs = 100.0
   # Cadence.

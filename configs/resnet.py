@@ -40,6 +40,7 @@ def default():
   c.schedule = "warmup_cosine"
   c.warmup_steps = 50
   c.weight_decay = 5e-4
+  c.label_smoothing = 0.0  # > 0: smoothed training targets (ops.optim.cross_entropy)
   c.batch_size = 64
   c.num_epochs = 30.0
   # Cadence.

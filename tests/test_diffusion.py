@@ -13,7 +13,7 @@ from m2m_jax import configlib, data, train
 from m2m_jax.algorithms import diffusion as algo
 from m2m_jax.errors import ConfigError, DataError
 from m2m_jax.models.ddpm_unet import DDPMUNet, timestep_embedding
-from m2m_jax.ops import diffusion
+from m2m_jax.ops import diffusion, optim
 
 
 @pytest.mark.parametrize("kind", ["linear", "cosine"])
@@ -165,13 +165,6 @@ def test_unet_output_depends_on_time():
   assert all(b["Dense_0"]["kernel"].shape[0] == 16 for b in blocks.values())  # time in each
 
 
-def test_ema_by_hand():
-  ema = algo.ema_update({"w": jnp.array([1.0, -2.0])}, {"w": jnp.array([3.0, 0.0])}, 0.9)
-  np.testing.assert_allclose(ema["w"], [1.2, -1.8], rtol=1e-6)
-  np.testing.assert_allclose([algo.ema_decay_at(0, 0.999), algo.ema_decay_at(90, 0.999),
-                              algo.ema_decay_at(10**6, 0.999)], [0.1, 0.91, 0.999], rtol=1e-6)
-
-
 STEPS = 80
 
 
@@ -225,7 +218,7 @@ def test_ema_in_the_train_step_and_samples(trained):
   batch = data.load("digits", upsample=2).train[np.arange(8)]
   new, metrics = jax.jit(functools.partial(algo.train_step, config))(state, batch,
                                                                      jax.random.key(0))
-  d = float(algo.ema_decay_at(STEPS + 1, config.ema_decay))
+  d = float(optim.ema_decay_at(STEPS + 1, config.ema_decay))
   assert float(metrics["ema_decay"]) == pytest.approx(d)
   for e_new, e, p in zip(*(jax.tree.leaves(t) for t in (new.ema_params, state.ema_params,
                                                          new.params))):

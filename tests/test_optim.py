@@ -1,6 +1,6 @@
 """ops/optim.py: schedules against PyTorch's schedulers and by hand, AdamW's weight-decay mask
-against torch.optim.AdamW with a no-decay parameter group, clipping, per-part recipes, and the
-dropout key that nets.apply hands a model."""
+against torch.optim.AdamW with a no-decay parameter group, clipping, per-part recipes, label
+smoothing against torch's cross-entropy, the parameters' EMA by hand, and the dropout key that nets.apply hands a model."""
 
 import flax.linen as nn
 import jax
@@ -73,6 +73,46 @@ def test_negative_clipping_is_refused_by_validate():
   config.grad_clip_norm = -1.0
   with pytest.raises(ConfigError, match="grad_clip_norm must be >= 0"):
     configlib.validate(config, 1)
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.1, 0.4])
+def test_cross_entropy_smooths_labels_as_torch(smoothing):
+  rng = np.random.default_rng(0)
+  logits = rng.normal(size=(6, 5)).astype(np.float32) * 3
+  labels = rng.integers(0, 5, size=6)
+  expected = torch.nn.functional.cross_entropy(torch.tensor(logits), torch.tensor(labels),
+                                               reduction="none", label_smoothing=smoothing)
+  loss = optim.cross_entropy(jnp.asarray(logits), jnp.asarray(labels), smoothing)
+  np.testing.assert_allclose(loss, expected.numpy(), rtol=1e-5, atol=1e-6)
+  by_hand = -((1 - smoothing) * jax.nn.log_softmax(logits)[np.arange(6), labels]
+              + smoothing * jax.nn.log_softmax(logits).mean(-1))
+  np.testing.assert_allclose(loss, by_hand, rtol=1e-5, atol=1e-6)
+
+
+def test_label_smoothing_out_of_range_is_refused():
+  config = configlib.load("cnn")
+  config.label_smoothing = 1.0
+  with pytest.raises(ConfigError, match=r"label_smoothing must lie in \[0, 1\); got 1.0"):
+    configlib.validate(config, 1)
+  with pytest.raises(ValueError, match="label_smoothing must lie in"):
+    optim.cross_entropy(jnp.zeros((1, 3)), jnp.zeros(1, jnp.int32), -0.1)
+
+
+def test_params_ema_averages_the_parameters_each_update_leads_to():
+  np.testing.assert_allclose([optim.ema_decay_at(0, 0.999), optim.ema_decay_at(90, 0.999),
+                              optim.ema_decay_at(10**6, 0.999)], [0.1, 0.91, 0.999], rtol=1e-6)
+  tx = optim.with_ema(optim.optimizer(_config(optimizer="sgd", learning_rate=0.5)), 0.6)
+  assert tx is optim.with_ema(optim.optimizer(_config(optimizer="sgd", learning_rate=0.5)), 0.6)
+  params = {"w": jnp.array([1.0, -2.0])}
+  state, ema = tx.init(params), np.array([1.0, -2.0])
+  np.testing.assert_array_equal(optim.ema_params(state)["w"], ema)
+  for n, grad in enumerate([[2.0, 0.0], [-4.0, 2.0], [1.0, 1.0]], start=1):
+    updates, state = tx.update({"w": jnp.array(grad)}, state, params)
+    params = optax.apply_updates(params, updates)
+    np.testing.assert_allclose(updates["w"], -0.5 * np.array(grad))  # passed through
+    d = min(0.6, (1 + n) / (10 + n))  # 0.18, 0.25, 0.31
+    ema = d * ema + (1 - d) * np.asarray(params["w"])
+    np.testing.assert_allclose(optim.ema_params(state)["w"], ema, rtol=1e-6)
 
 
 PARAMS = {"Dense_0": {"kernel": jnp.ones((3, 4)), "bias": jnp.ones(4)},

@@ -1,7 +1,8 @@
 """Supervised classification with any flax model from :mod:`m2m_jax.models` and an optax optimizer.
 
 Loss: mean softmax cross-entropy, ``L = -1/B sum_i log softmax(f(x_i))_{y_i}``, computed in
-float32 whatever the compute dtype. With ``config.augment_shift = s > 0`` each training image is
+float32 whatever the compute dtype; with ``config.label_smoothing = a > 0`` the training loss
+smooths the one-hot targets to ``(1 - a) onehot + a / K`` (the test loss stays plain). With ``config.augment_shift = s > 0`` each training image is
 translated by up to s pixels, and with ``config.augment_flip`` mirrored left-right with
 probability 1/2 (fresh draws every step, from the step's key). Models with
 BatchNorm (the ResNets) keep their statistics in ``state.batch_stats`` (see
@@ -19,12 +20,14 @@ import optax
 from m2m_jax import report
 from m2m_jax.algorithms import nets
 from m2m_jax.errors import ConfigError
-from m2m_jax.ops import augment
+from m2m_jax.ops import augment, optim
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
   if not config.model_name:
     raise ConfigError("the classifier needs config.model_name (e.g. 'cnn' or 'mlp').")
+  if not 0 <= config.get("label_smoothing", 0.0) < 1:
+    raise ConfigError(f"label_smoothing must lie in [0, 1); got {config.label_smoothing}.")
 
 
 def init(config: ml_collections.ConfigDict, rng: jax.Array, batch: dict) -> nets.State:
@@ -55,7 +58,7 @@ def train_step(config: ml_collections.ConfigDict, state: nets.State,
 
   def loss_fn(params):
     logits, batch_stats = _logits(state, params, x, train=True, rng=jax.random.fold_in(rng, 2))
-    loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["y"]).mean()
+    loss = optim.cross_entropy(logits, batch["y"], config.get("label_smoothing", 0.0)).mean()
     return loss, (logits, batch_stats)
 
   (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)

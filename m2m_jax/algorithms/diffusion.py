@@ -3,10 +3,11 @@
 Training: images in [0, 1] are scaled to [-1, 1] (x_0); each step draws a time t uniformly in
 0 .. T-1 and noise eps ~ N(0, I) per image, forms x_t = sqrt(alpha_bar_t) x_0 +
 sqrt(1 - alpha_bar_t) eps in closed form and minimises L_simple = mean((eps_theta(x_t, t) -
-eps)^2), the variational bound with its per-term weights dropped. The state keeps an
-exponential moving average of the weights, ``ema <- d ema + (1 - d) params`` with ``d =
-min(ema_decay, (1 + n) / (10 + n))`` after n updates (the warm-up stops the average from
-remembering the random initialisation in short runs); evaluation and sampling use it.
+eps)^2), the variational bound with its per-term weights dropped. The optimizer keeps an
+exponential moving average of the weights (:func:`m2m_jax.ops.optim.params_ema`), ``ema <- d
+ema + (1 - d) params`` with ``d = min(ema_decay, (1 + n) / (10 + n))`` at the n-th update (the
+warm-up stops the average from remembering the random initialisation in short runs);
+evaluation and sampling use it.
 
 Evaluation (per test image, with the EMA weights): ``eps_mse``, the mean squared error of the
 predicted noise over the image's pixels at a time t and noise drawn from a key derived from the
@@ -38,28 +39,20 @@ from m2m_jax.algorithms import nets, sample_quality
 from m2m_jax.errors import ConfigError, DataError, choose
 from m2m_jax.ops import diffusion, optim
 from m2m_jax.ops.images import to_image, to_model
-from m2m_jax.ops.keys import image_keys
+from m2m_jax.ops.keys import EVAL_KEY, SAMPLE_KEY, image_keys
 
-EVAL_KEY = 20240602    # the test times and noises
-SAMPLE_KEY = 20240603  # the samples judged and shown
 EVAL_FRACTIONS = (0.1, 0.5, 0.9)  # the fixed test times, as fractions of T
 
 
 class State(nets.State):
-  """The shared state plus the EMA of the parameters and the schedule's coefficients."""
+  """The shared state (its optimizer state holds the EMA of the parameters) plus the
+  schedule's coefficients."""
 
-  ema_params: Any = None
   schedule: diffusion.Schedule = None
 
-
-def ema_decay_at(step: jax.Array, decay: float) -> jax.Array:
-  """The EMA decay after ``step`` updates: ``min(decay, (1 + step) / (10 + step))``."""
-  return jnp.minimum(decay, (1.0 + step) / (10.0 + step))
-
-
-def ema_update(ema, params, decay: jax.Array):
-  """``decay * ema + (1 - decay) * params``, leaf by leaf."""
-  return jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, ema, params)
+  @property
+  def ema_params(self) -> Any:
+    return optim.ema_params(self.opt_state)
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
@@ -77,8 +70,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
 
 
 def init(config: ml_collections.ConfigDict, rng: jax.Array, batch: dict) -> State:
-  """The U-Net initialised for the images of ``batch['x']`` (B, H, W, C), its optimizer, the
-  EMA (a copy of the initial weights) and the schedule."""
+  """The U-Net initialised for the images of ``batch['x']`` (B, H, W, C), its optimizer with
+  the EMA (which starts at the initial weights) and the schedule."""
   x = np.asarray(batch["x"], np.float32)
   if x.ndim != 4:
     raise DataError(f"diffusion needs images of shape (B, H, W, C); dataset {config.dataset!r} "
@@ -87,8 +80,8 @@ def init(config: ml_collections.ConfigDict, rng: jax.Array, batch: dict) -> Stat
   variables = nets.init_variables(model, rng, to_model(jnp.asarray(x[:1])),
                                   jnp.zeros(1, jnp.int32))
   return State.create(apply_fn=model.apply, params=variables["params"],
-                      tx=optim.optimizer(config), batch_stats={},
-                      ema_params=variables["params"],
+                      tx=optim.with_ema(optim.optimizer(config), config.ema_decay),
+                      batch_stats={},
                       schedule=diffusion.make_schedule(config.beta_schedule,
                                                        config.diffusion_steps))
 
@@ -99,7 +92,7 @@ def _eps(state: State, params, xt: jax.Array, t: jax.Array) -> jax.Array:
 
 def train_step(config: ml_collections.ConfigDict, state: State,
                batch: dict, rng: jax.Array) -> tuple[State, dict]:
-  """One optimizer step on L_simple at uniform times, then the EMA update."""
+  """One optimizer step on L_simple at uniform times, the EMA updated with it."""
   x0 = to_model(batch["x"].astype(jnp.float32))
   t_key, eps_key = jax.random.split(rng)
   t = jax.random.randint(t_key, x0.shape[:1], 0, state.schedule.num_steps)
@@ -111,9 +104,7 @@ def train_step(config: ml_collections.ConfigDict, state: State,
 
   loss, grads = jax.value_and_grad(loss_fn)(state.params)
   state = state.apply_gradients(grads=grads)
-  decay = ema_decay_at(state.step, config.ema_decay)
-  return state.replace(ema_params=ema_update(state.ema_params, state.params, decay)), {
-      "loss": loss, "ema_decay": decay}
+  return state, {"loss": loss, "ema_decay": optim.ema_decay_at(state.step, config.ema_decay)}
 
 
 def eval_times(num_steps: int) -> tuple[int, ...]:

@@ -47,10 +47,8 @@ from m2m_jax.algorithms import nets, sample_quality
 from m2m_jax.errors import ConfigError, DataError, choose
 from m2m_jax.ops import optim
 from m2m_jax.ops.images import to_image, to_model
-from m2m_jax.ops.keys import image_keys
+from m2m_jax.ops.keys import EVAL_KEY, SAMPLE_KEY, image_keys
 
-EVAL_KEY = 20240602    # the seed of the test images' noise
-SAMPLE_KEY = 20240603  # the seed of the samples judged and drawn at the end
 SAMPLE_BATCH = 500
 
 

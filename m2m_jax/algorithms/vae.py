@@ -42,11 +42,9 @@ from m2m_jax.algorithms import nets, sample_quality
 from m2m_jax.errors import ConfigError, DataError, choose
 from m2m_jax.ops.distributions import (bernoulli_entropy, bernoulli_log_likelihood, gaussian_kl,
                                        gaussian_log_likelihood, reparameterise)
-from m2m_jax.ops.keys import image_keys
+from m2m_jax.ops.keys import EVAL_KEY, SAMPLE_KEY, image_keys
 
 LIKELIHOODS = ("bernoulli", "gaussian")
-EVAL_KEY = 20240602    # the test binarisation's and eps's seed
-SAMPLE_KEY = 20240603  # the prior samples' seed (figures and sample quality)
 ACTIVE = 0.01          # a latent unit is active when Var_x E_q[z_j | x] exceeds this
 
 

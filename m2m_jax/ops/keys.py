@@ -2,11 +2,15 @@
 
 A test metric that draws noise (a corruption, a diffusion time, a VAE's eps) draws it from a
 key hashed from the example itself, so the metric is the same whatever the evaluation batch
-size, the padding or the number of devices.
+size, the padding or the number of devices. Every algorithm seeds these keys with
+``EVAL_KEY``, and the samples it judges and shows with ``SAMPLE_KEY``.
 """
 
 import jax
 import jax.numpy as jnp
+
+EVAL_KEY = 20240602    # the test metrics' noise: a corruption, a diffusion time, a VAE's eps
+SAMPLE_KEY = 20240603  # the samples judged and drawn after training
 
 
 def hash_keys(key: jax.Array, words: jax.Array) -> jax.Array:

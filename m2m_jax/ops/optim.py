@@ -7,7 +7,9 @@ or momentum 0.9) on ``schedule(config)``. ``weight_decay`` is decoupled for adam
 and Hutter) and applied only where ``decay_mask`` says (not to biases, norm scales or
 embeddings); for sgd and momentum it is an L2 penalty ``wd * w`` added to every gradient (the
 ResNet recipe); adam takes none. ``per_part`` gives parts of a model their own recipes through
-``optax.multi_transform`` (a frozen backbone, a slower encoder).
+``optax.multi_transform`` (a frozen backbone, a slower encoder). ``with_ema`` adds an
+exponential moving average of the parameters to a recipe, kept in the optimizer state.
+``cross_entropy`` is the classification loss, with label smoothing.
 
 ``optimizer(config)`` returns the same transformation object for the same settings, so that two
 runs of one config in a process build equal training states, whose jitted steps are traced and
@@ -16,9 +18,10 @@ compiled once (a TrainState holds its optimizer as a static field, compared by e
 
 import functools
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import optax
 
@@ -131,3 +134,61 @@ def per_part(config: ml_collections.ConfigDict, label: Callable[[tuple[str, ...]
       return part
     return jax.tree_util.tree_map_with_path(name, params)
   return optax.multi_transform(transforms, labels)
+
+
+def cross_entropy(logits: jax.Array, labels: jax.Array, label_smoothing: float = 0.0) -> jax.Array:
+  """Per-example softmax cross-entropy of logits (..., K) against integer labels (...).
+
+  With ``label_smoothing = a > 0`` the one-hot target becomes ``(1 - a) onehot + a / K``
+  (Szegedy et al. 2016), so the loss is ``(1 - a) CE + a mean_k(-log p_k)``; PyTorch's
+  ``cross_entropy(..., label_smoothing=a)``.
+  """
+  if not 0 <= label_smoothing < 1:
+    raise ValueError(f"label_smoothing must lie in [0, 1); got {label_smoothing}.")
+  if not label_smoothing:
+    return optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+  targets = optax.smooth_labels(jax.nn.one_hot(labels, logits.shape[-1], dtype=jnp.float32),
+                                label_smoothing)
+  return optax.softmax_cross_entropy(logits, targets)
+
+
+class EmaState(NamedTuple):
+  count: jax.Array  # updates seen
+  ema: Any          # the average of the parameters
+
+
+def ema_decay_at(count: jax.Array, decay: float) -> jax.Array:
+  """The decay of the ``count``-th update: ``min(decay, (1 + count) / (10 + count))``; the
+  warm-up keeps a short run's average from remembering the random initialisation."""
+  return jnp.minimum(decay, (1.0 + count) / (10.0 + count))
+
+
+def params_ema(decay: float) -> optax.GradientTransformation:
+  """Last in a chain: keeps ``ema <- d ema + (1 - d) params'``, where ``params' = params +
+  updates`` are the parameters the chain's updates lead to and ``d = ema_decay_at(n, decay)`` at
+  the n-th update (n = 1, 2, ...). The average starts at the initial parameters; the updates
+  pass through unchanged."""
+
+  def init_fn(params):
+    return EmaState(jnp.zeros([], jnp.int32), params)
+
+  def update_fn(updates, state, params):
+    count = optax.safe_increment(state.count)
+    d = ema_decay_at(count, decay)
+    ema = jax.tree.map(lambda e, p: d * e + (1.0 - d) * p, state.ema,
+                       optax.apply_updates(params, updates))
+    return updates, EmaState(count, ema)
+
+  return optax.GradientTransformation(init_fn, update_fn)
+
+
+@functools.lru_cache(maxsize=64)
+def with_ema(tx: optax.GradientTransformation, decay: float) -> optax.GradientTransformation:
+  """``tx`` followed by :func:`params_ema`: the same object for the same arguments (see the
+  module docstring). Read the average with :func:`ema_params`."""
+  return optax.chain(tx, params_ema(decay))
+
+
+def ema_params(opt_state: Any) -> Any:
+  """The parameters' average kept by :func:`params_ema` in ``opt_state``."""
+  return optax.tree_utils.tree_get(opt_state, "ema")
