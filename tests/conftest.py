@@ -41,6 +41,13 @@ TREES = ("decision_tree", "random_forest", "adaboost", "gradient_boosting")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def fast(values, keep) -> list:
+  """pytest params of ``values``: those in ``keep`` run in the fast suite, the others under
+  ``-m slow`` (an oracle comparison over many datasets keeps a few in the fast suite)."""
+  return [pytest.param(*(v if isinstance(v, tuple) else (v,)),
+                       marks=[] if v in keep else [pytest.mark.slow]) for v in values]
+
+
 # The longest tests start first, so that the two workers end together (longest first is the
 # classic rule for scheduling jobs on a few machines). The 8-device comparison runs last: it
 # waits for a subprocess that runs beside the suite (test_contract.py).

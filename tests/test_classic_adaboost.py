@@ -25,6 +25,7 @@ from sklearn.ensemble import AdaBoostClassifier
 from sklearn.model_selection import train_test_split
 from sklearn.tree import DecisionTreeClassifier
 
+from conftest import fast
 from m2m_jax.classic import adaboost as ab
 from m2m_jax.classic import decision_tree as dt
 from m2m_jax.errors import ConfigError, DataError
@@ -62,7 +63,8 @@ def test_scikit_learn_runs_samme():
   assert "algorithm" not in AdaBoostClassifier().get_params()  # SAMME is its only algorithm
 
 
-@pytest.mark.parametrize("name", ["iris", "wine", "breast_cancer", "digits"])
+@pytest.mark.parametrize("name", fast(["iris", "wine", "breast_cancer", "digits"],
+                                     keep=("wine", "breast_cancer")))
 def test_accuracy_matches_scikit_learn(name):
   ours, theirs = [], []
   for seed in range(SPLITS):
@@ -74,7 +76,7 @@ def test_accuracy_matches_scikit_learn(name):
   assert abs(np.mean(ours) - np.mean(theirs)) <= 0.015, (ours, theirs)
 
 
-@pytest.mark.parametrize("name", ["iris", "wine", "digits"])
+@pytest.mark.parametrize("name", fast(["iris", "wine", "digits"], keep=("iris", "wine")))
 @pytest.mark.parametrize("learning_rate,weighted", [(1.0, False), (0.5, False), (1.0, True)])
 def test_rounds_match_scikit_learn(name, learning_rate, weighted):
   X_train, X_test, y_train, y_test = _split(name)

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from sklearn import datasets, model_selection, tree as sktree
 
+from conftest import fast
 from m2m_jax.classic import decision_tree as dt
 from m2m_jax.errors import ConfigError, DataError
 
@@ -109,7 +110,8 @@ def _mean_scores(X, y, task, hyper, reference):
   return np.mean(ours), np.mean(theirs)
 
 
-@pytest.mark.parametrize("loader", ["iris", "wine", "breast_cancer", "digits"])
+@pytest.mark.parametrize("loader", fast(["iris", "wine", "breast_cancer", "digits"],
+                                       keep=("wine", "breast_cancer")))
 def test_held_out_accuracy_within_one_and_a_half_points_of_scikit_learn(loader):
   X, y = getattr(datasets, f"load_{loader}")(return_X_y=True)
   ours, theirs = _mean_scores(X, y, "classification", {"max_depth": 6, "min_samples_leaf": 2},
@@ -117,7 +119,7 @@ def test_held_out_accuracy_within_one_and_a_half_points_of_scikit_learn(loader):
   assert abs(ours - theirs) <= 0.015, (ours, theirs)
 
 
-@pytest.mark.parametrize("name", ["diabetes", "friedman1"])
+@pytest.mark.parametrize("name", fast(["diabetes", "friedman1"], keep=("diabetes",)))
 def test_held_out_r2_within_0_03_of_scikit_learn(name):
   X, y = (datasets.load_diabetes(return_X_y=True) if name == "diabetes"
           else datasets.make_friedman1(500, random_state=0))

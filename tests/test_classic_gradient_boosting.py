@@ -15,6 +15,7 @@ from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostin
 from sklearn.model_selection import train_test_split
 from threadpoolctl import threadpool_limits
 
+from conftest import fast
 from m2m_jax.classic import decision_tree as dt
 from m2m_jax.classic import gradient_boosting as gb
 from m2m_jax.errors import ConfigError, DataError
@@ -56,7 +57,8 @@ def _reference(task, **hyper):
   return Reference(max_leaf_nodes=None, early_stopping=False, max_bins=255, **hyper)
 
 
-@pytest.mark.parametrize("name", ["iris", "wine", "breast_cancer", "digits", *REGRESSION])
+@pytest.mark.parametrize("name", fast(["iris", "wine", "breast_cancer", "digits", *REGRESSION],
+                                     keep=("wine", "breast_cancer", "diabetes")))
 def test_scores_match_scikit_learn(name):
   X, y = _data(name)
   task = "regression" if name in REGRESSION else "classification"

@@ -21,6 +21,7 @@ from sklearn import datasets
 from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
 from sklearn.model_selection import ShuffleSplit, StratifiedShuffleSplit
 
+from conftest import fast
 from m2m_jax.classic import decision_tree as dt
 from m2m_jax.classic import random_forest as rf
 from m2m_jax.errors import ConfigError, DataError
@@ -80,8 +81,8 @@ def _theirs(name, split, seed):
                    random_state=seed).fit(X[train], y[train])
 
 
-@pytest.mark.parametrize("name", ["iris", "wine", "breast_cancer", "digits", "diabetes",
-                                  "friedman1"])
+@pytest.mark.parametrize("name", fast(["iris", "wine", "breast_cancer", "digits", "diabetes",
+                                       "friedman1"], keep=("wine", "breast_cancer", "diabetes")))
 def test_matches_scikit_learn(name):
   X, y = _data(name)
   ours, theirs = [], []  # (test score, oob score) per split and seed

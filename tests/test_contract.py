@@ -8,23 +8,26 @@ whole battery:
 
 - it trains and evaluates, with finite test metrics and every output written;
 - determinism and exact resume: a second run, stopped just after its checkpoint at step 2 and
-  started again, ends with the same test metrics and the same ``metrics.jsonl``;
-- its test metrics do not change with ``eval_batch_size``;
+  started again, ends with the same test metrics and the same ``metrics.jsonl``; a finished run
+  started again evaluates its last checkpoint to the same numbers;
 - a workdir holding its checkpoint refuses another config;
-- 8 CPU devices give the metrics of 1 (each algorithm's first config, all in one subprocess
-  that runs beside the suite, ``EIGHT_DEVICES_RTOL``);
-- a metric that turns NaN stops the run naming the step, keeping the last good checkpoint
-  (once per algorithm);
+- a metric that turns NaN stops the run naming the step, keeping the last good checkpoint (the
+  NaN is added to the metrics the compiled step accumulated, so that the run reuses the
+  battery's compiled programs; ``test_train.py`` poisons a step inside its program once);
+- 8 CPU devices, with evaluation batches of another size whose last one is padded, give the
+  metrics of 1 (each algorithm's first config, all in one subprocess that runs beside the
+  suite, ``EIGHT_DEVICES_RTOL``);
 - data it cannot use is refused with an M2MError (one sentence), not a traceback.
 
 Every other preset is traced: its config validates, its data loads (tfds presets on mock
 data), and ``jax.eval_shape`` of its steps (nothing compiled) keeps the state's structure,
-shapes and dtypes, gives scalar train metrics and per-example eval outputs. The presets of the
-estimators without a network train and evaluate with finite metrics, and so do the presets
-whose figures take another path than their default's (``FIGURE_PRESETS``); the networks' other
-presets train under ``-m slow``, where compiling them would cost minutes. A new algorithm is
-checked by registering it and adding its config. The hard kill (SIGKILL) of the loop is tested
-once, in ``test_train.py``.
+shapes and dtypes, gives scalar train metrics and per-example eval outputs. The presets whose
+training or figures take another path than their default's (``OTHER_PATH``) also train and
+evaluate with finite metrics; the other presets, which change only the data, sizes or
+hyperparameters, train under ``-m slow``, where compiling them would cost minutes. (The
+one-step estimators' offline presets train in ``test_fitted.py``, against scikit-learn.) A new
+algorithm is checked by registering it and adding its config. The hard kill (SIGKILL) of the
+loop is tested once, in ``test_train.py``.
 """
 
 import functools
@@ -40,7 +43,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import ROOT, SESSION_DIR, xla_flags
+from conftest import ONE_STEP, ROOT, SESSION_DIR, xla_flags
 from m2m_jax import checkpoint, configlib, data, registry, report, train
 from m2m_jax.errors import ConfigError, M2MError, TrainingDiverged
 
@@ -48,27 +51,32 @@ MOCK_TFDS_EXAMPLES = 64  # a split, for the mock_tfds fixture of conftest
 # tfds builders that import TensorFlow (not installed by the test extra).
 NEEDS_TENSORFLOW = {("linear_regression", "seed")}
 EIGHT_DEVICES_RTOL = 1e-4  # metrics on 8 devices against 1 (reductions run in another order)
-# The presets whose figures take another path than their default's (regression targets,
-# points instead of images, an RGB head); the other presets' figures are their default's.
-FIGURE_PRESETS = {("latent_ode", "spirals"), ("knn", "regression"), ("pca", "wine"),
-                  ("decision_tree", "regression"), ("random_forest", "regression"),
-                  ("gradient_boosting", "regression"), ("colorize", "rgb")}
+# The 8-device runs' evaluation batch: tiny's 32 test examples make a batch of 24 and a padded
+# one (the 1-device runs evaluate in batches of 16).
+EIGHT_DEVICES_EVAL_BATCH = 24
+# The presets whose training or figures take another path than their default's: regression
+# targets, points instead of images, an RGB head, the entropy criterion, mini-batch k-means,
+# subsampled boosting rounds.
+OTHER_PATH = {("latent_ode", "spirals"), ("decision_tree", "regression"),
+              ("decision_tree", "breast_cancer"), ("random_forest", "regression"),
+              ("gradient_boosting", "regression"), ("gradient_boosting", "stochastic"),
+              ("kmeans", "minibatch"), ("colorize", "rgb")}
 
 
 def _presets():
   for name in configlib.config_names():
     for preset, make in configlib.config_module(name).PRESETS.items():
       config = make()
-      yield name, preset, config.dataset.startswith("tfds:"), bool(config.model_name)
+      yield name, preset, config.dataset.startswith("tfds:")
 
 
 CONFIGS = configlib.config_names()
 OTHER_PRESETS = [pytest.param(name, preset, tfds, id=f"{name}:{preset}",
-                              marks=[pytest.mark.slow] if network and (name, preset)
-                              not in FIGURE_PRESETS else [])
-                 for name, preset, tfds, network in _presets() if preset != "default"]
+                              marks=[] if (name, preset) in OTHER_PATH else [pytest.mark.slow])
+                 for name, preset, tfds in _presets()
+                 if preset != "default" and (name not in ONE_STEP or tfds)]
 ALL_PRESETS = [pytest.param(name, preset, tfds, id=f"{name}:{preset}")
-               for name, preset, tfds, _ in _presets()]
+               for name, preset, tfds in _presets()]
 # One config for each algorithm: the first whose default trains it.
 FIRST_CONFIG = {}
 for _name in CONFIGS:
@@ -140,15 +148,25 @@ def test_default_keeps_the_contract(name, tmp_path, monkeypatch, eight_devices_s
   assert second["test"] == first["test"]
   assert _read(os.path.join(a, "metrics.jsonl")) == _read(os.path.join(b, "metrics.jsonl"))
 
-  # Evaluated again from the final checkpoint in batches of 5: the last one padded.
-  again = train.train_and_evaluate(tiny(name, eval_batch_size=5), a)
-  assert again["resumed_from_step"] == config.num_steps
-  assert again["test"].keys() == first["test"].keys()
-  for key, value in first["test"].items():
-    np.testing.assert_allclose(again["test"][key], value, rtol=1e-5, atol=1e-6, err_msg=key)
+  again = train.train_and_evaluate(config, a)  # finished: evaluated again from the checkpoint
+  assert again["resumed_from_step"] == config.num_steps and again["test"] == first["test"]
 
   with pytest.raises(ConfigError, match="holds a checkpoint of a different config"):
     train.train_and_evaluate(tiny(name, seed=1), a)
+
+  nan = tmp_path / "nan"
+  with monkeypatch.context() as m:
+    m.setattr(train, "programs", _poisoned_programs(train.programs, 2 if config.num_steps > 2
+                                                    else 0))
+    if config.num_steps > 2:
+      with pytest.raises(TrainingDiverged, match=r"at step 3; stopped, keeping the last good "
+                                                 r"checkpoint \(step 2\)"):
+        train.train_and_evaluate(config, str(nan))
+      assert os.listdir(nan / "checkpoints") == ["2"]
+    else:  # a one-step fit: NaN at once, nothing saved
+      with pytest.raises(TrainingDiverged, match="at step 1; stopped; no checkpoint was saved"):
+        train.train_and_evaluate(config, str(nan))
+      assert not os.listdir(nan / "checkpoints")
 
 
 def _preset(name, preset, tfds, tmp_path, request):
@@ -193,48 +211,29 @@ def test_preset_traces(name, preset, tfds, tmp_path, request):
 
 @pytest.mark.parametrize("name,preset,tfds", OTHER_PRESETS)
 def test_preset_trains_and_evaluates(name, preset, tfds, tmp_path, request, monkeypatch):
-  if (name, preset) not in FIGURE_PRESETS:
+  if (name, preset) not in OTHER_PATH:
     _without_figures(monkeypatch)
   config = _preset(name, preset, tfds, tmp_path, request)
   summary = train.train_and_evaluate(config, str(tmp_path / "run"))
   _check_outputs(tmp_path / "run", summary, config)
 
 
-def _poisoned(algorithm, from_step: int):
-  """``algorithm`` whose train metrics turn NaN from step ``from_step`` (0-based) on; its state
-  is wrapped with a step counter."""
+def _poisoned_programs(programs, from_step: int):
+  """``train.programs`` whose compiled training step is followed by NaN metrics, added to the
+  step's accumulator as the step adds its own, from step ``from_step`` (0-based) on."""
 
-  def init(config, rng, batch):
-    return {"inner": algorithm.init(config, rng, batch), "t": jnp.zeros((), jnp.int32)}
+  def poisoned(algorithm, config, mesh):
+    compiled = programs(algorithm, config, mesh)
 
-  def train_step(config, state, batch, rng):
-    inner, metrics = algorithm.train_step(config, state["inner"], batch, rng)
-    nan = jnp.where(state["t"] >= from_step, jnp.nan, 0.0)
-    return {"inner": inner, "t": state["t"] + 1}, {k: v + nan for k, v in metrics.items()}
+    def train_step(state, acc, batch, rng, step):
+      state, acc = compiled.train(state, acc, batch, rng, step)
+      if step >= from_step:
+        acc = acc.add({k: jnp.full((), jnp.nan) for k in acc.sums}, step)
+      return state, acc
 
-  inner = {"eval_step": lambda config, state, batch: algorithm.eval_step(config, state["inner"],
-                                                                         batch)}
-  if hasattr(algorithm, "sample_metrics"):
-    inner["sample_metrics"] = lambda config, state, dataset: algorithm.sample_metrics(
-        config, state["inner"], dataset)
-  return types.SimpleNamespace(init=init, train_step=train_step, **inner)
+    return types.SimpleNamespace(train=train_step, metrics=compiled.metrics, eval=compiled.eval)
 
-
-@pytest.mark.parametrize("algorithm", sorted(FIRST_CONFIG))
-def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(algorithm, tmp_path, monkeypatch):
-  config = tiny(FIRST_CONFIG[algorithm], eval_every=100)  # the run stops before evaluating
-  module = registry.get(algorithm)
-  if config.num_steps == 1:  # a one-step fit: NaN at once, nothing saved
-    monkeypatch.setattr(registry, "get", lambda _: _poisoned(module, 0))
-    with pytest.raises(TrainingDiverged, match="at step 1; stopped; no checkpoint was saved"):
-      train.train_and_evaluate(config, str(tmp_path))
-    assert not os.listdir(tmp_path / "checkpoints")
-    return
-  monkeypatch.setattr(registry, "get", lambda _: _poisoned(module, 2))
-  with pytest.raises(TrainingDiverged, match=r"at step 3; stopped, keeping the last good "
-                                             r"checkpoint \(step 2\)"):
-    train.train_and_evaluate(config, str(tmp_path))
-  assert os.listdir(tmp_path / "checkpoints") == ["2"]
+  return poisoned
 
 
 # Data each config's algorithm cannot use: a table for the image models, masks as targets for
@@ -281,8 +280,9 @@ def test_every_config_but_kmeans_has_data_it_cannot_use():
 
 # 8 CPU devices against 1: one subprocess, started once a session (across the pytest-xdist
 # workers, by the first contract test to run), trains every algorithm's first config, shrunk as
-# in the default battery, on 8 devices while the suite goes on; the battery keeps each 1-device
-# result, and the last test of the suite compares the two.
+# in the default battery but evaluated in batches of EIGHT_DEVICES_EVAL_BATCH, on 8 devices
+# while the suite goes on; the battery keeps each 1-device result, and the last test of the
+# suite compares the two.
 EIGHT_DIR = os.path.join(SESSION_DIR, "eight_devices")
 EIGHT_DEVICES = """
 import os, sys, tempfile, traceback, types
@@ -291,9 +291,15 @@ out_dir, names = sys.argv[1], sys.argv[2:]
 get = registry.get
 registry.get = lambda name: types.SimpleNamespace(**{
     k: getattr(get(name), k) for k in dir(get(name)) if not k.startswith("_") and k != "figures"})
+
+def config(name):
+  c = configlib.tiny(configlib.load(name))
+  c.eval_batch_size = int(os.environ["EVAL_BATCH_SIZE"])
+  return c
+
 try:
-  out = {name: train.train_and_evaluate(configlib.tiny(configlib.load(name)),
-                                        tempfile.mkdtemp())["test"] for name in names}
+  out = {name: train.train_and_evaluate(config(name), tempfile.mkdtemp())["test"]
+         for name in names}
 except Exception:
   with open(os.path.join(out_dir, "error.txt"), "w") as f:
     f.write(traceback.format_exc())
@@ -311,7 +317,8 @@ def eight_devices_started():
   except FileExistsError:
     yield
     return
-  env = dict(os.environ, M2M_NO_PROGRESS="1", XLA_FLAGS=xla_flags(8))
+  env = dict(os.environ, M2M_NO_PROGRESS="1", XLA_FLAGS=xla_flags(8),
+             EVAL_BATCH_SIZE=str(EIGHT_DEVICES_EVAL_BATCH))
   with open(os.path.join(EIGHT_DIR, "stderr.txt"), "w") as stderr:
     proc = subprocess.Popen([sys.executable, "-c", EIGHT_DEVICES, EIGHT_DIR,
                              *sorted(FIRST_CONFIG.values())],
@@ -338,7 +345,9 @@ def _eight_device_metrics(timeout: float = 1200) -> dict:
 
 def test_eight_devices_give_the_metrics_of_one(tmp_path, monkeypatch, eight_devices_started):
   """Every algorithm (its first config, as in the default battery) on 8 CPU devices in the
-  session's subprocess, against its 1-device run in the battery (run here if it did not)."""
+  session's subprocess, evaluated in batches of another size, against its 1-device run in the
+  battery (run here if it did not): the test metrics change neither with the devices nor with
+  ``eval_batch_size``."""
   eight = _eight_device_metrics()
   _without_figures(monkeypatch)  # figures are the same code on any mesh
   for name in sorted(FIRST_CONFIG.values()):

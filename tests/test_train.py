@@ -1,4 +1,5 @@
-"""The shared loop: quality, outputs, exact resume after SIGKILL, dtype. Determinism, resume
+"""The shared loop: quality, outputs, exact resume after SIGKILL, dtype, NaN inside a compiled
+step. Determinism, resume
 after a stop, eval-batch invariance, NaN, 8 devices and refused workdirs are checked for every
 algorithm by the contract suite (test_contract.py)."""
 
@@ -17,6 +18,7 @@ import pytest
 from conftest import ROOT, cli, xla_flags
 from m2m_jax import configlib, train
 from m2m_jax.algorithms import classifier
+from m2m_jax.errors import TrainingDiverged
 
 
 @pytest.fixture(scope="module")
@@ -67,12 +69,18 @@ def _wait_for_checkpoint(proc, workdir, step):
 
 
 def test_killed_run_resumes_to_the_same_numbers(tmp_path):
-  args = ["--config=configs/cnn.py", "--config.num_steps=120", "--config.checkpoint_every=20",
-          "--config.eval_every=40", "--config.log_every=7"]
+  """A CLI run of a narrow CNN killed twice (SIGKILL), each time just after a checkpoint
+  landed, then finished, ends as the same run uninterrupted in this process."""
+  fields = {"num_steps": 120, "checkpoint_every": 20, "eval_every": 40, "log_every": 7}
+  args = ["--config=configs/cnn.py", "--config.model.features=(8,16)", "--config.model.dense=32",
+          *(f"--config.{k}={v}" for k, v in fields.items())]
   ref, run = str(tmp_path / "ref"), str(tmp_path / "run")
-  assert cli(*args, f"--workdir={ref}").returncode == 0
+  config = configlib.load("cnn")
+  config.update(fields)
+  config.model.features, config.model.dense = (8, 16), 32
+  train.train_and_evaluate(config, ref)
   env = dict(os.environ, M2M_NO_PROGRESS="1", XLA_FLAGS=xla_flags(1))
-  for kill_after in (40, 80):  # killed twice, each time just after a checkpoint landed
+  for kill_after in (40, 80):
     proc = subprocess.Popen([sys.executable, "-m", "m2m_jax.main", *args, f"--workdir={run}"],
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     _wait_for_checkpoint(proc, run, kill_after)
@@ -98,6 +106,22 @@ def test_bfloat16_computes_in_bf16_and_keeps_float32_parameters(tmp_path):
   assert summary["dtype"] == "bfloat16" and summary["test"]["accuracy"] >= 0.9
 
 
+def test_nan_inside_the_compiled_step_stops_the_run(tmp_path, monkeypatch):
+  """The loss turns NaN inside the jitted step from step 3 on: the compiled accumulator catches
+  it and the run stops, keeping checkpoint 2. (The contract suite adds the NaN after each
+  algorithm's compiled step instead, to reuse its programs.)"""
+  step = classifier.train_step
+
+  def train_step(config, state, batch, rng):
+    state, metrics = step(config, state, batch, rng)
+    return state, {**metrics, "loss": jnp.where(state.step >= 3, jnp.nan, metrics["loss"])}
+
+  monkeypatch.setattr(classifier, "train_step", train_step)
+  config = configlib.tiny(configlib.load("cnn"), steps=6)
+  with pytest.raises(TrainingDiverged, match=r"at step 3; stopped, keeping the last good "
+                                             r"checkpoint \(step 2\)"):
+    train.train_and_evaluate(config, str(tmp_path))
+  assert os.listdir(tmp_path / "checkpoints") == ["2"]
 
 
 def test_clear_compiled_forgets_the_programs_and_changes_no_number(tmp_path):
