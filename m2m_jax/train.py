@@ -172,12 +172,18 @@ def clear_compiled() -> None:
   jax.clear_caches()
 
 
+def first_batch(config: ml_collections.ConfigDict, dataset: data.Dataset) -> np.ndarray:
+  """The indices of the training examples of step 0, which ``algorithm.init`` is given (a
+  resolved ``config``: see :func:`resolve`)."""
+  return data.batch_indices(0, num_examples=len(dataset.train), batch_size=config.batch_size,
+                            seed=config.seed)
+
+
 def _initial(algorithm, config: ml_collections.ConfigDict, dataset: data.Dataset, mesh):
   """``(state, accumulator, metrics_shape, train_rng)`` before step 0, replicated over
   ``mesh``: the state from ``algorithm.init`` on batch 0 (key ``split(key(seed))[0]``), a zero
   accumulator, and the key of training (``split(key(seed))[1]``, folded with each step)."""
-  first = data.batch_indices(0, num_examples=len(dataset.train), batch_size=config.batch_size,
-                             seed=config.seed)
+  first = first_batch(config, dataset)
   init_rng, train_rng = jax.random.split(jax.random.key(config.seed))
   state = parallel.replicate(algorithm.init(config, init_rng, dataset.train[first]), mesh)
   batch = parallel.to_global(dataset.train[parallel.host_slice(first)], mesh)

@@ -193,8 +193,7 @@ def test_preset_traces(name, preset, tfds, tmp_path, request):
   dataset = data.load(config.dataset, **config.data)
   config = train.resolve(config, dataset)
   steps = train.step_config(config)
-  batch = dataset.train[data.batch_indices(0, num_examples=len(dataset.train),
-                                           batch_size=config.batch_size, seed=config.seed)]
+  batch = dataset.train[train.first_batch(config, dataset)]
   try:  # the networks' initialisers trace; the trees read their data on the host
     state = jax.eval_shape(lambda rng: algorithm.init(config, rng, batch), jax.random.key(0))
   except jax.errors.TracerArrayConversionError:
