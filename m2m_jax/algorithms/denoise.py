@@ -28,10 +28,9 @@ from m2m_jax import report
 from m2m_jax.algorithms import nets
 from m2m_jax.errors import ConfigError, DataError, choose
 from m2m_jax.ops import metrics
-from m2m_jax.ops.keys import image_keys
+from m2m_jax.ops.keys import EVAL_KEY, image_keys
 
 NOISES = ("salt_pepper", "pepper", "gaussian")
-EVAL_KEY = 20240601  # the test corruption's seed
 
 
 def corrupt(key: jax.Array, x: jax.Array, noise: str, level: float) -> jax.Array:

@@ -48,11 +48,9 @@ from m2m_jax.data.sequences import rotate
 from m2m_jax.errors import ConfigError, DataError, choose
 from m2m_jax.models import latent_ode as model_lib
 from m2m_jax.ops import distributions, optim
-from m2m_jax.ops.keys import hash_keys
+from m2m_jax.ops.keys import EVAL_KEY, SAMPLE_KEY, hash_keys
 
 LIKELIHOODS = ("bernoulli", "gaussian")
-EVAL_KEY = 20240602  # the test sample's seed
-SAMPLE_KEY = 20240604  # the prior samples' seed (figures and sample quality)
 
 
 class Frames(NamedTuple):
