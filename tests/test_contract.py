@@ -154,19 +154,15 @@ def test_default_keeps_the_contract(name, tmp_path, monkeypatch, eight_devices_s
   with pytest.raises(ConfigError, match="holds a checkpoint of a different config"):
     train.train_and_evaluate(tiny(name, seed=1), a)
 
-  nan = tmp_path / "nan"
+  # NaN from step 3, after checkpoint 2 (a one-step fit: at once, nothing saved).
+  stepped, nan = config.num_steps > 2, tmp_path / "nan"
+  message = (r"at step 3; stopped, keeping the last good checkpoint \(step 2\)" if stepped
+             else "at step 1; stopped; no checkpoint was saved")
   with monkeypatch.context() as m:
-    m.setattr(train, "programs", _poisoned_programs(train.programs, 2 if config.num_steps > 2
-                                                    else 0))
-    if config.num_steps > 2:
-      with pytest.raises(TrainingDiverged, match=r"at step 3; stopped, keeping the last good "
-                                                 r"checkpoint \(step 2\)"):
-        train.train_and_evaluate(config, str(nan))
-      assert os.listdir(nan / "checkpoints") == ["2"]
-    else:  # a one-step fit: NaN at once, nothing saved
-      with pytest.raises(TrainingDiverged, match="at step 1; stopped; no checkpoint was saved"):
-        train.train_and_evaluate(config, str(nan))
-      assert not os.listdir(nan / "checkpoints")
+    m.setattr(train, "programs", _poisoned_programs(train.programs, 2 if stepped else 0))
+    with pytest.raises(TrainingDiverged, match=message):
+      train.train_and_evaluate(config, str(nan))
+  assert os.listdir(nan / "checkpoints") == (["2"] if stepped else [])
 
 
 def _preset(name, preset, tfds, tmp_path, request):

@@ -2,9 +2,10 @@
 
 Loss: mean softmax cross-entropy, ``L = -1/B sum_i log softmax(f(x_i))_{y_i}``, computed in
 float32 whatever the compute dtype; with ``config.label_smoothing = a > 0`` the training loss
-smooths the one-hot targets to ``(1 - a) onehot + a / K`` (the test loss stays plain). With ``config.augment_shift = s > 0`` each training image is
-translated by up to s pixels, and with ``config.augment_flip`` mirrored left-right with
-probability 1/2 (fresh draws every step, from the step's key). Models with
+smooths the one-hot targets to ``(1 - a) onehot + a / K`` (the test loss stays plain). With
+``config.augment_shift = s > 0`` each training image is translated by up to s pixels, and with
+``config.augment_flip`` mirrored left-right with probability 1/2 (fresh draws every step, from
+the step's key). Models with
 BatchNorm (the ResNets) keep their statistics in ``state.batch_stats`` (see
 :mod:`m2m_jax.algorithms.nets`).
 """
