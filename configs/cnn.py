@@ -26,7 +26,7 @@ def default():
   # Data: 8x8 digits upsampled 2x so two 2x2 poolings leave a 4x4 map.
   c.dataset = "digits"
   c.data.upsample = 2
-  c.augment_shift = 2  # random translations of up to 2 pixels (1 pixel of the 8x8 original)
+  c.transforms = "crop(pad=2)"  # random shifts of up to 2 pixels (1 pixel of the 8x8 original)
   # Model.
   c.model_name = "cnn"
   c.model.features = (32, 64)
@@ -58,7 +58,7 @@ def _original_simple_cnn(c):
   """The original notebook's model and optimizer: SimpleCNN, no augmentation, Adam 1e-3."""
   c.model_name = "simple_cnn"
   c.model = {"channels": 4}
-  c.augment_shift = 0
+  c.transforms = ""
   c.learning_rate = 1e-3
   c.schedule = "constant"
   return c

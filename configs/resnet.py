@@ -26,7 +26,7 @@ def default():
   # Data: 8x8 digits upsampled 2x: the three stages see 16x16, 8x8 and 4x4 maps.
   c.dataset = "digits"
   c.data.upsample = 2
-  c.augment_shift = 2
+  c.transforms = "crop(pad=2)"
   # Model.
   c.model_name = "resnet"
   c.model.stage_sizes = (3, 3, 3)
@@ -53,8 +53,7 @@ def default():
 def cifar10():
   c = default()
   configlib.use_tfds(c, "cifar10")
-  c.augment_shift = 4
-  c.augment_flip = True
+  c.transforms = "crop(pad=4)|flip_lr"
   c.model.width = 16
   c.model.in_channels = 3
   c.learning_rate = 0.1

@@ -30,7 +30,7 @@ def default():
   # Data.
   c.dataset = "shapes"
   c.data.size = 32
-  c.flip = True            # mirror image and mask together, p = 1/2
+  c.transforms = "flip_lr(keys=('x', 'y'))"  # mirror image and mask together, p = 1/2
   # Model and loss.
   c.model_name = "unet"
   c.model.widths = (16, 32, 64)

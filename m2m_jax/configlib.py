@@ -10,6 +10,7 @@ import pathlib
 import ml_collections
 
 from m2m_jax import evaluators
+from m2m_jax.data import transforms
 from m2m_jax.errors import ConfigError, choose
 from m2m_jax.ops import optim
 
@@ -35,6 +36,8 @@ def base() -> ml_collections.ConfigDict:
   c.decay_factor = 0.1
   c.weight_decay = 0.0
   c.grad_clip_norm = 0.0      # > 0: gradients clipped to this global norm
+  c.transforms = ""           # per-example training transforms, e.g. "crop(pad=2)|flip_lr"
+  c.eval_transforms = ""      # deterministic ones for evaluation; see m2m_jax.data.transforms
   c.batch_size = 128           # 0: the whole training set every step (full batch)
   c.eval_batch_size = 512      # rounded up to a multiple of the device count; padded
   c.num_steps = 0             # 0: derived from num_epochs
@@ -164,6 +167,10 @@ def validate(config: ml_collections.ConfigDict, num_devices: int) -> None:
                       "optimizer that applies it: adamw, sgd or momentum (adam takes none).")
   if config.num_steps <= 0 and config.num_epochs <= 0:
     raise ConfigError("set num_steps or num_epochs to a positive number.")
+  if transforms.parse(config.transforms) and not getattr(algorithm, "TAKES_TRANSFORMS", False):
+    raise ConfigError(f"algorithm {config.algorithm!r} takes no config.transforms (its train "
+                      "step draws from the step's key); the classifier and segmentation do.")
+  transforms.parse(config.eval_transforms, "eval_transforms")
   evaluators.validate(config, algorithm)
   if hasattr(algorithm, "validate"):
     algorithm.validate(config)

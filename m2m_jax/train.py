@@ -25,6 +25,7 @@ import ml_collections
 import numpy as np
 
 from m2m_jax import checkpoint, configlib, data, evaluators, parallel, registry, report
+from m2m_jax.data import transforms
 from m2m_jax.errors import ConfigError, TrainingDiverged
 
 
@@ -137,13 +138,16 @@ def step_config(config: ml_collections.ConfigDict) -> ml_collections.FrozenConfi
 def programs(algorithm, config: ml_collections.ConfigDict, mesh) -> types.SimpleNamespace:
   """The loop's jitted programs of ``algorithm``'s steps for ``config`` on ``mesh``.
 
-  ``train(state, acc, batch, rng, step)`` runs ``train_step(config, state, batch,
-  fold_in(rng, step))`` and adds its metrics to the accumulator; ``metrics`` is the train step
-  alone (for the shape of its metrics); ``eval(state, batch)`` is ``eval_step(config, state,
-  batch)``. The steps are given :func:`step_config`: their config values are constants of the
-  compiled program, never fields of the state. Made once for equal step configs, so another
-  run in this process (a resumed run, a notebook's second run) reuses their traces and
-  compiled code wherever its state and batches have the same structure and shapes.
+  ``metrics(state, batch, rng)`` is ``train_step(config, state, transformed batch, rng)``, the
+  batch transformed by ``config.transforms`` (:mod:`m2m_jax.data.transforms`) drawing from
+  ``rng``; ``train(state, acc, batch, rng, step)`` runs it with
+  ``fold_in(rng, step)`` and adds its metrics to the accumulator; ``eval(state, batch)`` is
+  ``eval_step(config, state, batch)`` on the batch transformed by ``config.eval_transforms``;
+  ``transform(batch, rng)`` is the training transform alone (``None`` without one). The steps
+  are given :func:`step_config`: their config values are constants of the compiled program,
+  never fields of the state. Made once for equal step configs, so another run in this process
+  (a resumed run, a notebook's second run) reuses their traces and compiled code wherever its
+  state and batches have the same structure and shapes.
   """
   return _programs(algorithm.train_step, algorithm.eval_step, step_config(config), mesh)
 
@@ -152,15 +156,29 @@ def programs(algorithm, config: ml_collections.ConfigDict, mesh) -> types.Simple
 def _programs(train_step: Callable, eval_step: Callable, config: ml_collections.FrozenConfigDict,
               mesh) -> types.SimpleNamespace:
   repl = parallel.replicated(mesh)
-  train_step = functools.partial(train_step, config)
+  train_pp = transforms.parse(config.get("transforms", ""))
+  eval_pp = transforms.parse(config.get("eval_transforms", ""), "eval_transforms")
+  num_classes = config.get("num_classes", 0)
+
+  def transform(batch, rng):
+    return train_pp(rng, batch, num_classes)
+
+  def train_on(state, batch, rng):
+    return train_step(config, state, transform(batch, rng) if train_pp else batch, rng)
+
+  metrics = jax.jit(train_on)  # traced once: by the loop's eval_shape, reused inside step_fn
 
   def step_fn(state, acc, batch, rng, step):
-    state, metrics = train_step(state, batch, jax.random.fold_in(rng, step))
-    return state, acc.add(metrics, step)
+    state, step_metrics = metrics(state, batch, jax.random.fold_in(rng, step))
+    return state, acc.add(step_metrics, step)
+
+  def eval_on(state, batch):
+    return eval_step(config, state, eval_pp(jax.random.key(0), batch) if eval_pp else batch)
 
   return types.SimpleNamespace(
       train=jax.jit(step_fn, donate_argnums=(0, 1), out_shardings=(repl, repl)),
-      metrics=jax.jit(train_step), eval=jax.jit(functools.partial(eval_step, config)))
+      metrics=metrics, eval=jax.jit(eval_on),
+      transform=jax.jit(transform) if train_pp else None)
 
 
 def clear_compiled() -> None:
@@ -181,13 +199,18 @@ def first_batch(config: ml_collections.ConfigDict, dataset: data.Dataset) -> np.
 
 def _initial(algorithm, config: ml_collections.ConfigDict, dataset: data.Dataset, mesh):
   """``(state, accumulator, metrics_shape, train_rng)`` before step 0, replicated over
-  ``mesh``: the state from ``algorithm.init`` on batch 0 (key ``split(key(seed))[0]``), a zero
-  accumulator, and the key of training (``split(key(seed))[1]``, folded with each step)."""
+  ``mesh``: the state from ``algorithm.init`` on batch 0 as step 0 transforms it (key
+  ``split(key(seed))[0]``), a zero accumulator, and the key of training (``split(key(seed))[1]``,
+  folded with each step)."""
   first = first_batch(config, dataset)
   init_rng, train_rng = jax.random.split(jax.random.key(config.seed))
-  state = parallel.replicate(algorithm.init(config, init_rng, dataset.train[first]), mesh)
+  compiled = programs(algorithm, config, mesh)
+  examples = dataset.train[first]
+  if compiled.transform:
+    examples = compiled.transform(examples, jax.random.fold_in(train_rng, 0))
+  state = parallel.replicate(algorithm.init(config, init_rng, examples), mesh)
   batch = parallel.to_global(dataset.train[parallel.host_slice(first)], mesh)
-  metrics_shape = programs(algorithm, config, mesh).metrics.eval_shape(state, batch, train_rng)[1]
+  metrics_shape = compiled.metrics.eval_shape(state, batch, train_rng)[1]
   return (state, parallel.replicate(Accumulator.zeros(metrics_shape), mesh), metrics_shape,
           train_rng)
 

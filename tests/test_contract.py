@@ -226,7 +226,7 @@ def _poisoned_programs(programs, from_step: int):
         acc = acc.add({k: jnp.full((), jnp.nan) for k in acc.sums}, step)
       return state, acc
 
-    return types.SimpleNamespace(train=train_step, metrics=compiled.metrics, eval=compiled.eval)
+    return types.SimpleNamespace(**{**vars(compiled), "train": train_step})
 
   return poisoned
 

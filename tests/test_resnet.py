@@ -12,7 +12,7 @@ import pytest
 from m2m_jax import configlib, train
 from m2m_jax.errors import ConfigError, DataError
 from m2m_jax.models import resnet
-from m2m_jax.ops import augment, optim
+from m2m_jax.ops import optim
 
 
 def _shapes(model, shape):
@@ -144,14 +144,6 @@ def test_a_short_training_cuts_the_loss_fivefold(tmp_path):
   assert {"confusion.png", "curves.png"} <= set(os.listdir(tmp_path / "figures"))
 
 
-def test_random_flip_mirrors_some_images_and_keeps_the_rest():
-  x = jax.random.uniform(jax.random.key(0), (64, 5, 7, 2))
-  y = augment.random_flip(jax.random.key(1), x)
-  mirrored = np.array([np.array_equal(b, a[:, ::-1]) for a, b in zip(x, y)])
-  kept = np.array([np.array_equal(b, a) for a, b in zip(x, y)])
-  assert np.all(mirrored ^ kept) and 20 < mirrored.sum() < 44
-
-
 def test_momentum_with_weight_decay_adds_the_l2_gradient():
   config = configlib.load("resnet")
   config.learning_rate, config.schedule, config.weight_decay = 0.1, "constant", 0.01
@@ -166,4 +158,5 @@ def test_momentum_with_weight_decay_adds_the_l2_gradient():
 def test_cifar_presets_flip_colour_images(preset):
   """The CIFAR presets (trained on mock CIFAR-10 by the contract suite)."""
   config = configlib.load("resnet", preset)
-  assert (config.dataset, config.augment_flip, config.model.in_channels) == ("tfds:cifar10", True, 3)
+  assert (config.dataset, config.transforms, config.model.in_channels) == (
+      "tfds:cifar10", "crop(pad=4)|flip_lr", 3)

@@ -11,9 +11,9 @@ import pytest
 
 import m2m_jax.data
 from m2m_jax import configlib, train
+from m2m_jax.data import transforms
 from m2m_jax.errors import ConfigError, DataError
 from m2m_jax.models.unet import UNet
-from m2m_jax.ops import augment
 from m2m_jax.ops import segmentation as seg
 
 
@@ -141,10 +141,12 @@ def test_soft_dice_gradient_is_nonzero_and_matches_the_formula():
   np.testing.assert_allclose(finite, grad[idx], rtol=1e-2)
 
 
-def test_flip_mirrors_image_and_mask_together():
+def test_the_default_flip_mirrors_image_and_mask_together():
   masks = (jax.random.uniform(jax.random.key(0), (32, 4, 6, 1)) > 0.5).astype(jnp.float32)
   images = jnp.concatenate([masks * 0.7, 1 - masks], axis=-1)
-  flipped_images, flipped_masks = augment.random_flip(jax.random.key(1), images, masks)
+  flip = transforms.parse(configlib.load("unet").transforms)
+  out = flip(jax.random.key(1), {"x": images, "y": masks})
+  flipped_images, flipped_masks = out["x"], out["y"]
   np.testing.assert_array_equal(flipped_images[..., :1], flipped_masks * 0.7)
   mirrored = np.all(np.asarray(flipped_masks) == np.asarray(masks)[:, :, ::-1], axis=(1, 2, 3))
   kept = np.all(np.asarray(flipped_masks) == np.asarray(masks), axis=(1, 2, 3))
@@ -216,6 +218,9 @@ def test_tiny_training_cuts_the_loss_and_writes_its_outputs(tmp_path):
 def test_label_targets_are_refused(tmp_path):
   c = _tiny_config()
   c.dataset, c.data = "digits", {"upsample": 2}
+  with pytest.raises(DataError, match=r"flip_lr transforms images \(H, W, C\), but field 'y'"):
+    train.train_and_evaluate(c, str(tmp_path))  # the default's flip meets the labels first
+  c.transforms = ""
   with pytest.raises(DataError, match="segmentation needs images .* and masks"):
     train.train_and_evaluate(c, str(tmp_path))
 

@@ -2,12 +2,11 @@
 
 Loss: mean softmax cross-entropy, ``L = -1/B sum_i log softmax(f(x_i))_{y_i}``, computed in
 float32 whatever the compute dtype; with ``config.label_smoothing = a > 0`` the training loss
-smooths the one-hot targets to ``(1 - a) onehot + a / K`` (the test loss stays plain). With
-``config.augment_shift = s > 0`` each training image is translated by up to s pixels, and with
-``config.augment_flip`` mirrored left-right with probability 1/2 (fresh draws every step, from
-the step's key). Models with
-BatchNorm (the ResNets) keep their statistics in ``state.batch_stats`` (see
-:mod:`m2m_jax.algorithms.nets`).
+smooths the one-hot targets to ``(1 - a) onehot + a / K`` (the test loss stays plain).
+Augmentation (random shifts ``crop(pad=s)``, flips, mixup) is ``config.transforms``
+(:mod:`m2m_jax.data.transforms`); after mixup the labels are distributions (B, K), and the
+training accuracy counts the class each mixes in most. Models with BatchNorm (the ResNets) keep
+their statistics in ``state.batch_stats`` (see :mod:`m2m_jax.algorithms.nets`).
 """
 
 import os
@@ -21,7 +20,9 @@ import optax
 from m2m_jax import report
 from m2m_jax.algorithms import nets
 from m2m_jax.errors import ConfigError
-from m2m_jax.ops import augment, optim
+from m2m_jax.ops import keys, optim
+
+TAKES_TRANSFORMS = True  # its own draws (dropout) come from fold_in(rng, STEP_KEY_OFFSET)
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
@@ -50,21 +51,20 @@ def _logits(state: nets.State, params, x: jax.Array, train: bool, rng: jax.Array
 
 def train_step(config: ml_collections.ConfigDict, state: nets.State,
                batch: dict, rng: jax.Array) -> tuple[nets.State, dict]:
-  """One optimizer step on the mean cross-entropy of ``batch`` = {'x': (B, ...), 'y': (B,)}."""
-  x = batch["x"]
-  if config.get("augment_shift", 0):
-    x = augment.random_shift(rng, x, config.augment_shift)
-  if config.get("augment_flip", False):
-    x = augment.random_flip(jax.random.fold_in(rng, 1), x)
+  """One optimizer step on the mean cross-entropy of ``batch`` = {'x': (B, ...), 'y': (B,) or
+  (B, K) distributions}."""
+  x, labels = batch["x"], batch["y"]
 
   def loss_fn(params):
-    logits, batch_stats = _logits(state, params, x, train=True, rng=jax.random.fold_in(rng, 2))
-    loss = optim.cross_entropy(logits, batch["y"], config.get("label_smoothing", 0.0)).mean()
+    dropout_rng = jax.random.fold_in(rng, keys.STEP_KEY_OFFSET)
+    logits, batch_stats = _logits(state, params, x, train=True, rng=dropout_rng)
+    loss = optim.cross_entropy(logits, labels, config.get("label_smoothing", 0.0)).mean()
     return loss, (logits, batch_stats)
 
   (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
   state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
-  accuracy = jnp.mean(jnp.argmax(logits, -1) == batch["y"])
+  hard = jnp.argmax(labels, -1) if labels.ndim == logits.ndim else labels
+  accuracy = jnp.mean(jnp.argmax(logits, -1) == hard)
   return state, {"loss": loss, "accuracy": accuracy}
 
 

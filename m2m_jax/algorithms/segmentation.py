@@ -5,9 +5,9 @@ times the soft Dice loss, ``1 - (2 sum(p g) + 1) / (sum p + sum g + 1)`` with p 
 (:mod:`m2m_jax.ops.segmentation`); the batch loss is their mean. Both terms are functions of
 the logits, so both send gradient (the original computed its Dice with ``.item()``, a Python
 float, and trained on the cross-entropy alone). Held-out images are scored by the hard Dice and
-IoU of the mask thresholded at p > 0.5. With ``config.flip`` each training image and its mask
-are mirrored left-right together with probability 1/2 (a fresh draw every step, from the step's
-key). BatchNorm statistics live in ``state.batch_stats`` (see :mod:`m2m_jax.algorithms.nets`).
+IoU of the mask thresholded at p > 0.5. Augmentation is ``config.transforms``
+(:mod:`m2m_jax.data.transforms`): ``flip_lr(keys=('x', 'y'))`` mirrors each image and its mask
+together. BatchNorm statistics live in ``state.batch_stats`` (see :mod:`m2m_jax.algorithms.nets`).
 """
 
 import os
@@ -21,8 +21,9 @@ import optax
 from m2m_jax import report
 from m2m_jax.algorithms import nets
 from m2m_jax.errors import ConfigError, DataError
-from m2m_jax.ops import augment
 from m2m_jax.ops import segmentation as seg
+
+TAKES_TRANSFORMS = True  # its train step draws nothing of its own
 
 NUM_FIGURE_IMAGES = 8
 
@@ -61,8 +62,6 @@ def train_step(config: ml_collections.ConfigDict, state: nets.State,
                batch: dict, rng: jax.Array) -> tuple[nets.State, dict]:
   """One optimizer step on mean(BCE + dice_weight * soft Dice loss) over ``batch``."""
   x, y = batch["x"], batch["y"]
-  if config.get("flip", False):
-    x, y = augment.random_flip(rng, x, y)
 
   def loss_fn(params):
     logits, batch_stats = _logits(state, params, x, train=True)

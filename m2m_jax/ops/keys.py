@@ -11,6 +11,9 @@ import jax.numpy as jnp
 
 EVAL_KEY = 20240602    # the test metrics' noise: a corruption, a diffusion time, a VAE's eps
 SAMPLE_KEY = 20240603  # the samples judged and drawn after training
+# A train step that takes config.transforms, whose op k draws from fold_in(rng, k), draws its
+# own randomness (dropout) from fold_in(rng, STEP_KEY_OFFSET + j).
+STEP_KEY_OFFSET = 1 << 16
 
 
 def hash_keys(key: jax.Array, words: jax.Array) -> jax.Array:

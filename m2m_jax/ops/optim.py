@@ -137,18 +137,20 @@ def per_part(config: ml_collections.ConfigDict, label: Callable[[tuple[str, ...]
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array, label_smoothing: float = 0.0) -> jax.Array:
-  """Per-example softmax cross-entropy of logits (..., K) against integer labels (...).
+  """Per-example softmax cross-entropy of logits (..., K) against integer labels (...) or
+  target distributions (..., K) (e.g. mixed up by :func:`m2m_jax.data.transforms.mixup`).
 
-  With ``label_smoothing = a > 0`` the one-hot target becomes ``(1 - a) onehot + a / K``
-  (Szegedy et al. 2016), so the loss is ``(1 - a) CE + a mean_k(-log p_k)``; PyTorch's
+  With ``label_smoothing = a > 0`` the target becomes ``(1 - a) target + a / K`` (Szegedy et
+  al. 2016), so the loss is ``(1 - a) CE + a mean_k(-log p_k)``; PyTorch's
   ``cross_entropy(..., label_smoothing=a)``.
   """
   if not 0 <= label_smoothing < 1:
     raise ValueError(f"label_smoothing must lie in [0, 1); got {label_smoothing}.")
-  if not label_smoothing:
+  soft = labels.ndim == logits.ndim
+  if not label_smoothing and not soft:
     return optax.softmax_cross_entropy_with_integer_labels(logits, labels)
-  targets = optax.smooth_labels(jax.nn.one_hot(labels, logits.shape[-1], dtype=jnp.float32),
-                                label_smoothing)
+  targets = labels if soft else jax.nn.one_hot(labels, logits.shape[-1], dtype=jnp.float32)
+  targets = optax.smooth_labels(targets, label_smoothing)
   return optax.softmax_cross_entropy(logits, targets)
 
 
