@@ -13,6 +13,8 @@ from sklearn import datasets
 from sklearn.model_selection import train_test_split
 from sklearn.neighbors import KNeighborsClassifier, KNeighborsRegressor
 
+from conftest import fast
+
 from m2m_jax.classic import knn
 from m2m_jax.errors import ConfigError, DataError
 
@@ -29,6 +31,11 @@ CASES = [(name, metric, p) for name in DATASETS for metric, p in METRICS]
 # minkowski p=2); p = inf is chebyshev, whose integer distances on digits tie often.
 CASES += [(name, "minkowski", p) for name in ("iris", "digits") for p in (2, 1)]
 CASES += [("digits", "minkowski", np.inf)]
+# The fast suite: every metric on the digits, regression on the diabetes data, cosine where
+# near-parallel rows test its tolerance, and the minkowski special cases.
+FAST = [(name, metric, p) for name, metric, p in CASES if name == "digits"] + [
+    ("diabetes", "euclidean", 2), ("wine", "cosine", 2), ("iris", "minkowski", 2),
+    ("iris", "minkowski", 1)]
 
 
 def _split(name):
@@ -42,7 +49,7 @@ def _untied(distances: np.ndarray) -> np.ndarray:
   return np.concatenate([np.ones_like(gap[:, :1]), gap[:, :-1]], 1) & gap
 
 
-@pytest.mark.parametrize("name,metric,p", CASES)
+@pytest.mark.parametrize("name,metric,p", fast(CASES, FAST))
 def test_matches_scikit_learn(name, metric, p):
   X_train, X_test, y_train, y_test = _split(name)
   task = "regression" if name == "diabetes" else "classification"

@@ -191,6 +191,7 @@ def trained(tmp_path_factory):
   return summary, rows, workdir
 
 
+@pytest.mark.slow  # 40 s on 2 cores, with the next test
 def test_tiny_training_improves_the_held_out_elbo(trained):
   """The held-out negative ELBO after 120 steps against the loss of the first step (the
   untrained model's negative ELBO on a training batch): about 150 -> 80 nats a sequence."""
@@ -209,6 +210,7 @@ def test_tiny_training_improves_the_held_out_elbo(trained):
   assert after["classes"] >= 2
 
 
+@pytest.mark.slow
 def test_prior_samples_start_with_the_frames_that_are_judged(trained):
   state = train.load_state(_tiny_config(), trained[2])
   key = jax.random.key(3)
