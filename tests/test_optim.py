@@ -89,6 +89,18 @@ def test_cross_entropy_smooths_labels_as_torch(smoothing):
   np.testing.assert_allclose(loss, by_hand, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("smoothing", [0.0, 0.2])
+def test_cross_entropy_of_target_distributions_equals_pytorch(smoothing):
+  """Mixed-up labels: rows of a distribution over the K classes."""
+  rng = np.random.default_rng(1)
+  logits = rng.normal(size=(6, 5)).astype(np.float32) * 3
+  targets = rng.dirichlet(np.ones(5), size=6).astype(np.float32)
+  expected = torch.nn.functional.cross_entropy(torch.tensor(logits), torch.tensor(targets),
+                                               reduction="none", label_smoothing=smoothing)
+  loss = optim.cross_entropy(jnp.asarray(logits), jnp.asarray(targets), smoothing)
+  np.testing.assert_allclose(loss, expected.numpy(), rtol=1e-5, atol=1e-6)
+
+
 def test_label_smoothing_out_of_range_is_refused():
   config = configlib.load("cnn")
   config.label_smoothing = 1.0
