@@ -21,6 +21,10 @@ class TrainingDiverged(M2MError):
   """The training loss became NaN or infinite."""
 
 
+class CheckpointError(M2MError):
+  """A workdir whose checkpoints (or their config) cannot be restored."""
+
+
 def choose(kind: str, value, choices) -> None:
   """Raises ConfigError unless ``value`` is one of ``choices``."""
   choices = sorted(choices)

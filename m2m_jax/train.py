@@ -231,10 +231,10 @@ def load_state(config: ml_collections.ConfigDict, workdir: str) -> Any:
   state, acc, _, _ = _initial(algorithm, config, dataset, mesh)
   ckpt = checkpoint.Checkpointer(workdir, config.keep_checkpoints)
   try:
-    step = ckpt.latest_step()
-    if step is None:
+    found = ckpt.restore_latest({"state": state, "acc": acc})
+    if found is None:
       raise ConfigError(f"workdir {workdir!r} holds no checkpoint to load; train there first.")
-    return ckpt.restore(step, {"state": state, "acc": acc})["state"]
+    return found[1]["state"]
   finally:
     ckpt.close()
 
@@ -272,10 +272,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   evaluators.prepare(config, algorithm, dataset)
   ckpt = checkpoint.Checkpointer(workdir, config.keep_checkpoints)
-  start = min(ckpt.latest_step() or 0, total)
-  if start:
-    restored = ckpt.restore(start, {"state": state, "acc": acc})
-    state, acc = restored["state"], restored["acc"]
+  start, found = 0, ckpt.restore_latest({"state": state, "acc": acc}, at_most=total)
+  if found:
+    start, (state, acc) = found[0], (found[1]["state"], found[1]["acc"])
   if lead:  # rows logged after the checkpoint are written again; so are a finished run's
     log.truncate_after(start, drop_evaluations_at_end=start == total)  # final evaluations
 
@@ -297,7 +296,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   bar = report.progress(total, start, desc)
   compile_time, timed_from = 0.0, None
   sync_each_step = parallel.sync_every_step(mesh)
-  try:  # pending checkpoint saves finish even when training stops early
+  try:  # the progress bar and the checkpoint manager close even when training stops early
     batches = parallel.prefetch(global_batch, range(start, total))
     for step, batch in zip(range(start, total), batches):
       t = time.time()
