@@ -22,12 +22,12 @@ TREES = {("decision_tree", "DecisionTreeClassifier"), ("random_forest", "RandomF
          ("adaboost", "AdaBoostClassifier")}
 
 
-@pytest.mark.parametrize("models", [pytest.param(("mlp", "cnn16", "vae"), id="three"),
+@pytest.mark.parametrize("models", [pytest.param(("mlp",), id="mlp"),
                                     pytest.param(tuple(sorted(MODELS)), id="all",
                                                  marks=pytest.mark.slow)])
 def test_quick_benchmark(models, tmp_path):
   """bench/train_step.py --quick runs the models in both frameworks and reports positive speeds
-  (three in the fast suite; every model under -m slow)."""
+  (the MLP in the fast suite; every model under -m slow)."""
   pytest.importorskip("torch")
   out = tmp_path / "bench.json"
   # One torch thread: on a loaded machine OpenMP threads waiting on each other take minutes.
@@ -41,16 +41,22 @@ def test_quick_benchmark(models, tmp_path):
       assert math.isfinite(r[field]) and r[field] > 0, (r["model"], field, r[field])
 
 
-def test_quick_classic_benchmark(tmp_path):
-  """bench/classic.py --quick (about 10 s): a row per estimator and scikit-learn twin, each with
-  a finite speed ratio, a passing equivalence check and no JAX recompilation in steady state."""
+@pytest.mark.parametrize("estimators", [pytest.param(("knn", "pca"), id="knn,pca"),
+                                        pytest.param(("linear_regression", "logistic_regression",
+                                                      "knn", "kmeans", "pca"), id="all",
+                                                     marks=pytest.mark.slow)])
+def test_quick_classic_benchmark(estimators, tmp_path):
+  """bench/classic.py --quick: a row per estimator and scikit-learn twin, each with a finite
+  speed ratio, a passing equivalence check and no JAX recompilation in steady state (k-NN and
+  PCA in the fast suite; every estimator under -m slow)."""
   out = tmp_path / "classic.json"
   result = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "classic.py"), "--quick",
-                           "--json", str(out)], check=True, timeout=120, capture_output=True,
-                          text=True)
+                           "--estimators", *estimators, "--json", str(out)], check=True,
+                          timeout=120, capture_output=True, text=True)
   rows = json.loads(out.read_text())["results"]
-  assert {(r["estimator"], r["case"], r["sklearn"]) for r in rows} == CLASSIC
-  assert len(rows) == len(CLASSIC)
+  expected = {row for row in CLASSIC if row[0] in estimators}
+  assert {(r["estimator"], r["case"], r["sklearn"]) for r in rows} == expected
+  assert len(rows) == len(expected)
   for r in rows:
     name = (r["case"], r["sklearn"])
     for field in ("jax_s", "sklearn_s", "ratio_jax_over_sklearn", "jax_first_call_s"):
@@ -61,20 +67,25 @@ def test_quick_classic_benchmark(tmp_path):
   assert "FAILED" not in result.stdout
 
 
-def test_quick_trees_benchmark(tmp_path):
-  """bench/trees.py --quick (about 10 s, mostly JAX compiles): a row per tree estimator and its
+@pytest.mark.parametrize("estimators", [pytest.param(("decision_tree",), id="decision_tree"),
+                                        pytest.param(tuple(sorted(e for e, _ in TREES)), id="all",
+                                                     marks=pytest.mark.slow)])
+def test_quick_trees_benchmark(estimators, tmp_path):
+  """bench/trees.py --quick (mostly JAX compiles): a row per tree estimator and its
   scikit-learn twin with fit and predict timed, finite speed ratios, agreeing accuracies and no
-  JAX recompilation in steady state."""
+  JAX recompilation in steady state (the decision tree in the fast suite; every estimator under
+  -m slow)."""
   out = tmp_path / "trees.json"
   # One scikit-learn thread: on a loaded machine HistGradientBoosting's OpenMP threads wait on
   # each other for tens of seconds.
   result = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "trees.py"), "--quick",
-                           "--sklearn-threads", "1", "--json", str(out)], timeout=120,
-                          capture_output=True, text=True)
+                           "--sklearn-threads", "1", "--estimators", *estimators, "--json",
+                           str(out)], timeout=120, capture_output=True, text=True)
   assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
   rows = json.loads(out.read_text())["results"]
-  assert {(r["estimator"], r["sklearn"]) for r in rows} == TREES
-  assert len(rows) == len(TREES)
+  expected = {row for row in TREES if row[0] in estimators}
+  assert {(r["estimator"], r["sklearn"]) for r in rows} == expected
+  assert len(rows) == len(expected)
   for r in rows:
     for field in ("sklearn_fit_s", "jax_fit_s", "fit_ratio_sklearn_over_jax", "sklearn_predict_s",
                   "jax_predict_s", "predict_ratio_sklearn_over_jax", "jax_compile_s"):

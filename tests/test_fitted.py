@@ -16,6 +16,10 @@ from m2m_jax.errors import ConfigError, DataError
 PRESETS = [(name, preset) for name in ONE_STEP
            for preset, make in configlib.config_module(name).PRESETS.items()
            if not make().dataset.startswith("tfds:")]
+# The two slowest presets (15-20 s each: k-NN on 5,000 MNIST digits, 10-class logistic
+# regression on the 8x8 digits) run under -m slow; k-NN on the digits and 3-class logistic
+# regression on iris cover the same code in the fast suite.
+SLOW = {("knn", "mnist5k"), ("logistic_regression", "digits")}
 
 
 def _arrays(config):
@@ -54,7 +58,9 @@ def _reference(config) -> dict:
 TOLERANCE = {"r2": 1e-3, "accuracy": 0.01, "log_loss": 0.01, "explained_variance": 1e-4}
 
 
-@pytest.mark.parametrize("name,preset", PRESETS, ids=[f"{n}:{p}" for n, p in PRESETS])
+@pytest.mark.parametrize("name,preset", [
+    pytest.param(n, p, id=f"{n}:{p}", marks=[pytest.mark.slow] if (n, p) in SLOW else [])
+    for n, p in PRESETS])
 def test_preset_equals_scikit_learn(name, preset, tmp_path):
   config = configlib.load(name, preset)
   summary = train.train_and_evaluate(config, str(tmp_path))

@@ -1,5 +1,6 @@
 """The from-scratch MLP: hand backprop vs jax.grad, hand Adam vs optax, real training, bad input."""
 
+import functools
 import importlib.util
 import json
 import os
@@ -31,6 +32,16 @@ def _mean_loss(params, x, y, activation):
   return mlp.softmax_cross_entropy(mlp.forward(params, x, activation)[0], y)[0].mean()
 
 
+@functools.partial(jax.jit, static_argnums=3)
+def _backward_and_grads(params, x, y, activation):
+  """The hand-written backward pass and jax.grad's, in one program (not op by op)."""
+  logits, cache = mlp.forward(params, x, activation)
+  losses, dlogits = mlp.softmax_cross_entropy(logits, y)
+  ce_grad = jax.grad(lambda z: mlp.softmax_cross_entropy(z, y)[0].mean())(logits)
+  return (logits, losses, dlogits, ce_grad, mlp.backward(params, cache, dlogits),
+          jax.grad(_mean_loss)(params, x, y, activation))
+
+
 @pytest.mark.parametrize("activation", sorted(mlp.ACTIVATIONS))
 @pytest.mark.parametrize("sizes, batch", [((5, 3), 4), ((7, 16, 4), 9), ((12, 32, 16, 10), 33)])
 def test_backward_equals_jax_grad(activation: str, sizes: tuple[int, ...], batch: int):
@@ -39,17 +50,13 @@ def test_backward_equals_jax_grad(activation: str, sizes: tuple[int, ...], batch
   params = [(w, b + 0.1 * jax.random.normal(kx, b.shape)) for w, b in params]  # non-zero biases
   x = jax.random.normal(kx, (batch, sizes[0]))
   y = jax.random.randint(ky, (batch,), 0, sizes[-1])
-  logits, cache = mlp.forward(params, x, activation)
-  losses, dlogits = mlp.softmax_cross_entropy(logits, y)
-  hand = mlp.backward(params, cache, dlogits)
-  auto = jax.grad(_mean_loss)(params, x, y, activation)
+  logits, losses, dlogits, ce_grad, hand, auto = _backward_and_grads(params, x, y, activation)
   assert jax.tree.structure(hand) == jax.tree.structure(auto)
   for h, a in zip(jax.tree.leaves(hand), jax.tree.leaves(auto)):
     assert h.shape == a.shape
     np.testing.assert_allclose(h, a, atol=1e-5, rtol=0)
   np.testing.assert_allclose(losses, optax.softmax_cross_entropy_with_integer_labels(logits, y),
                              atol=1e-6)
-  ce_grad = jax.grad(lambda z: mlp.softmax_cross_entropy(z, y)[0].mean())(logits)
   np.testing.assert_allclose(dlogits, ce_grad, atol=1e-7)
 
 

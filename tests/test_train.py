@@ -69,8 +69,8 @@ def _wait_for_checkpoint(proc, workdir, step):
 
 
 def test_killed_run_resumes_to_the_same_numbers(tmp_path):
-  """A CLI run of a narrow CNN killed twice (SIGKILL), each time just after a checkpoint
-  landed, then finished, ends as the same run uninterrupted in this process."""
+  """A CLI run of a narrow CNN killed (SIGKILL) just after a checkpoint landed, then finished,
+  ends as the same run uninterrupted in this process."""
   fields = {"num_steps": 120, "checkpoint_every": 20, "eval_every": 40, "log_every": 7}
   args = ["--config=configs/cnn.py", "--config.model.features=(8,16)", "--config.model.dense=32",
           *(f"--config.{k}={v}" for k, v in fields.items())]
@@ -80,17 +80,16 @@ def test_killed_run_resumes_to_the_same_numbers(tmp_path):
   config.model.features, config.model.dense = (8, 16), 32
   train.train_and_evaluate(config, ref)
   env = dict(os.environ, M2M_NO_PROGRESS="1", XLA_FLAGS=xla_flags(1))
-  for kill_after in (40, 80):
-    proc = subprocess.Popen([sys.executable, "-m", "m2m_jax.main", *args, f"--workdir={run}"],
-                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    _wait_for_checkpoint(proc, run, kill_after)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+  proc = subprocess.Popen([sys.executable, "-m", "m2m_jax.main", *args, f"--workdir={run}"],
+                          cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  _wait_for_checkpoint(proc, run, 60)
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
   finished = cli(*args, f"--workdir={run}")
   assert finished.returncode == 0, finished.stderr
   with open(os.path.join(ref, "summary.json")) as f, open(os.path.join(run, "summary.json")) as g:
     a, b = json.load(f), json.load(g)
-  assert b["resumed_from_step"] >= 80 and a["test"] == b["test"]
+  assert b["resumed_from_step"] >= 60 and a["test"] == b["test"]
   with open(os.path.join(ref, "metrics.jsonl")) as f, open(os.path.join(run, "metrics.jsonl")) as g:
     assert f.read() == g.read()
 
