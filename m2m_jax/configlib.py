@@ -5,6 +5,7 @@ table)`` picks a named preset and refuses an unknown one with the list of choice
 """
 
 import importlib.util
+import math
 import pathlib
 
 import ml_collections
@@ -17,7 +18,7 @@ from m2m_jax.ops import optim
 DTYPES = ("float32", "bfloat16")
 # Fields that may change between a run and its resumption without invalidating its checkpoint.
 RESUMABLE_FIELDS = ("num_steps", "num_epochs", "log_every", "eval_every", "checkpoint_every",
-                    "keep_checkpoints", "eval_batch_size")
+                    "keep_checkpoints", "eval_batch_size", "divergence_factor")
 
 
 def base() -> ml_collections.ConfigDict:
@@ -46,6 +47,8 @@ def base() -> ml_collections.ConfigDict:
   c.eval_every = 500
   c.checkpoint_every = 500
   c.keep_checkpoints = 3
+  # Stop when a logged training loss exceeds this many times the first one logged (0: never).
+  c.divergence_factor = 100.0
   c.seed = 0
   c.dtype = "float32"         # compute dtype; parameters stay float32
   c.evals = evaluators.default_config()  # name -> {kind, split, every}; m2m_jax.evaluators
@@ -162,9 +165,24 @@ def validate(config: ml_collections.ConfigDict, num_devices: int) -> None:
     raise ConfigError(
         f"batch_size {config.batch_size} does not divide over the {num_devices} devices; "
         f"use a multiple of {num_devices}.")
-  if config.weight_decay < 0 or (config.weight_decay and config.optimizer == "adam"):
-    raise ConfigError(f"weight_decay {config.weight_decay} needs a non-negative value and an "
-                      "optimizer that applies it: adamw, sgd or momentum (adam takes none).")
+  if not (math.isfinite(config.learning_rate) and config.learning_rate > 0):
+    raise ConfigError(f"learning_rate must be a positive, finite number, got "
+                      f"{config.learning_rate}.")
+  if config.warmup_steps < 0 or 0 < config.num_steps <= config.warmup_steps:
+    raise ConfigError(f"warmup_steps must lie in 0..num_steps - 1 (warming up longer than the "
+                      f"run never reaches the learning rate), got {config.warmup_steps} for "
+                      f"{config.num_steps} steps.")
+  if not 0 <= config.weight_decay < 1:
+    raise ConfigError(f"weight_decay must lie in [0, 1) (it shrinks each weight by "
+                      f"learning_rate * weight_decay of itself a step), got {config.weight_decay}.")
+  if config.schedule == "step" and not 0 < config.decay_factor <= 1:
+    raise ConfigError(f"decay_factor must lie in (0, 1], got {config.decay_factor}.")
+  if config.divergence_factor < 0:
+    raise ConfigError(f"divergence_factor must be >= 0 (0: never stop), got "
+                      f"{config.divergence_factor}.")
+  if config.weight_decay and config.optimizer == "adam":
+    raise ConfigError(f"weight_decay {config.weight_decay} needs an optimizer that applies "
+                      "it: adamw, sgd or momentum (adam takes none).")
   if config.num_steps <= 0 and config.num_epochs <= 0:
     raise ConfigError("set num_steps or num_epochs to a positive number.")
   if transforms.parse(config.transforms) and not getattr(algorithm, "TAKES_TRANSFORMS", False):

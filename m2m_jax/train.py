@@ -126,7 +126,7 @@ def _num_params(state: Any) -> int:
 # The loop's own settings: how often it logs, evaluates and saves, and the evaluation batch.
 # The steps never see them, so changing them (allowed on resume) reuses the compiled steps.
 LOOP_FIELDS = ("log_every", "eval_every", "checkpoint_every", "keep_checkpoints",
-               "eval_batch_size", "evals")
+               "eval_batch_size", "evals", "divergence_factor")
 
 
 def step_config(config: ml_collections.ConfigDict) -> ml_collections.FrozenConfigDict:
@@ -231,12 +231,18 @@ def load_state(config: ml_collections.ConfigDict, workdir: str) -> Any:
   state, acc, _, _ = _initial(algorithm, config, dataset, mesh)
   ckpt = checkpoint.Checkpointer(workdir, config.keep_checkpoints)
   try:
-    found = ckpt.restore_latest({"state": state, "acc": acc})
+    found = ckpt.restore_latest(_saved(state, acc, np.float32(np.nan)))
     if found is None:
       raise ConfigError(f"workdir {workdir!r} holds no checkpoint to load; train there first.")
     return found[1]["state"]
   finally:
     ckpt.close()
+
+
+def _saved(state, acc, first_loss: np.float32) -> dict:
+  """What a checkpoint holds: the state, the metrics accumulated since the last log, and the
+  first training loss logged (NaN until then), which the divergence check compares with."""
+  return {"state": state, "acc": acc, "first_loss": first_loss}
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -272,9 +278,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   evaluators.prepare(config, algorithm, dataset)
   ckpt = checkpoint.Checkpointer(workdir, config.keep_checkpoints)
-  start, found = 0, ckpt.restore_latest({"state": state, "acc": acc}, at_most=total)
+  first_loss = np.float32(np.nan)  # the first training loss logged, kept in each checkpoint
+  start, found = 0, ckpt.restore_latest(_saved(state, acc, first_loss), at_most=total)
   if found:
-    start, (state, acc) = found[0], (found[1]["state"], found[1]["acc"])
+    start, saved = found
+    state, acc, first_loss = saved["state"], saved["acc"], saved["first_loss"]
   if lead:  # rows logged after the checkpoint are written again; so are a finished run's
     log.truncate_after(start, drop_evaluations_at_end=start == total)  # final evaluations
 
@@ -282,14 +290,23 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   eval_step = compiled.eval
   last_saved = start
 
-  def check_finite(acc_host) -> None:
-    if int(acc_host.bad_step) < 0:
-      return
-    stopped = f"training metrics became NaN or inf at step {int(acc_host.bad_step) + 1}; stopped"
+  def diverged(what: str, hint: str = "") -> TrainingDiverged:
     if not last_saved:
-      raise TrainingDiverged(f"{stopped}; no checkpoint was saved before it.")
-    raise TrainingDiverged(f"{stopped}, keeping the last good checkpoint (step {last_saved}) "
-                           f"in {workdir}/checkpoints.")
+      return TrainingDiverged(f"{what}; stopped; no checkpoint was saved before it{hint}.")
+    return TrainingDiverged(f"{what}; stopped, keeping the last good checkpoint (step "
+                            f"{last_saved}) in {workdir}/checkpoints{hint}.")
+
+  def check_finite(acc_host) -> None:
+    if int(acc_host.bad_step) >= 0:
+      raise diverged(f"training metrics became NaN or inf at step {int(acc_host.bad_step) + 1}")
+
+  def check_loss(step: int, loss: float | None) -> None:
+    """Stops a loss that grew past ``divergence_factor`` times the first one logged."""
+    factor = config.divergence_factor
+    if factor and loss is not None and first_loss > 0 and loss > factor * first_loss:
+      raise diverged(f"the training loss {loss:.4g} at step {step} is over {factor:g} times the "
+                     f"first one logged ({float(first_loss):.4g})",
+                     " (config.divergence_factor; 0 never stops)")
 
   cadences = evaluators.cadences(config)
   desc = f"{config.algorithm}:{config.model_name or '-'} on {config.dataset}"
@@ -315,6 +332,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         train_metrics = {k: float(v) / int(acc_host.count) for k, v in acc_host.sums.items()}
         if lead:
           log.write(done, "train", train_metrics)
+        if np.isnan(first_loss) and "loss" in train_metrics:
+          first_loss = np.float32(train_metrics["loss"])
+        check_loss(done, train_metrics.get("loss"))
         bar.set_postfix({k: f"{v:.4g}" for k, v in train_metrics.items()}, refresh=False)
         acc = parallel.replicate(Accumulator.zeros(metrics_shape), mesh)
       due = [name for name, every in cadences.items() if done % every == 0 and done != total]
@@ -324,7 +344,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
           if lead:
             log.write(done, split, metrics)
       if at_ckpt:  # last, so that everything logged up to `done` is committed with it
-        ckpt.save(done, {"state": state, "acc": acc})
+        ckpt.save(done, _saved(state, acc, first_loss))
         last_saved = done
       bar.update(1)
     jax.block_until_ready(state)

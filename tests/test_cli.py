@@ -69,3 +69,8 @@ def test_every_tfds_preset_takes_download_and_data_dir_from_the_command_line():
       config = make()
       if config.dataset.startswith("tfds:"):
         assert {"data_dir", "download"} <= set(config.data), f"{name}:{preset}"
+
+
+def test_the_command_line_prints_the_sentence_without_a_traceback(tmp_path):
+  _refused(cli(KMEANS, "--config.n_clusters=3", f"--workdir={tmp_path}"),
+           "error: unknown config field 'n_clusters'; did you mean ")

@@ -1,11 +1,16 @@
-"""Runs that survive faults: each case below is a fault done to a finished tiny run, then the
-same run started again. README's reliability table lists these cases and what happens.
+"""Runs that survive mistakes and faults. README's reliability table lists these cases and what
+happens in each.
 
-Checkpoints: the newest one is verified on restore (its manifest against the state, a CRC-32
+Checkpoints (a fault done to a finished tiny run, then the same run started again): the newest
+one is verified on restore (its manifest against the state, a CRC-32
 of every packed array against the bytes read); one that is unreadable, incomplete or corrupt is
 skipped with a warning naming it, and the previous one is restored, so the restarted run ends
 exactly as the uninterrupted one did. When none restores, or ``config.json`` cannot be read, the
 run is refused in one sentence.
+
+The command line: every mistake in the flags (an unknown field, with the closest one; a value
+of the wrong type; a missing flag; a config file that is missing or has a syntax error) is
+explained in one sentence, and values out of range are refused before anything compiles.
 """
 
 import glob
@@ -16,8 +21,12 @@ import shutil
 import numpy as np
 import pytest
 
+from conftest import ROOT
 from m2m_jax import checkpoint, configlib, train
-from m2m_jax.errors import CheckpointError
+from m2m_jax.errors import CheckpointError, ConfigError, TrainingDiverged
+
+
+KMEANS = f"--config={os.path.join(ROOT, 'configs', 'kmeans.py')}"
 
 
 def _config():
@@ -133,3 +142,91 @@ def test_pack_and_unpack_keep_every_leaf():
   arrays["float32"][3] += 1
   with pytest.raises(ValueError, match="float32 array fails its checksum"):
     checkpoint.unpack(arrays, manifest, tree)
+
+
+def _explained(*args: str) -> str:
+  """What the CLI says about the mistake in ``args``: the flags are parsed as main.py parses
+  them (its flag definitions, on a FlagValues of their own, and ``sys.argv``, where
+  config_flags finds the overrides), in this process."""
+  import sys
+
+  from absl import flags
+  from ml_collections import config_flags
+
+  from m2m_jax import main
+  values = flags.FlagValues()
+  config = config_flags.DEFINE_config_file("config", None, "", flag_values=values, lock_config=True)
+  flags.DEFINE_string("workdir", None, "", flag_values=values)
+  flags.mark_flags_as_required(["config", "workdir"], flag_values=values)
+  argv = ["m2m-train", *args]
+  with pytest.MonkeyPatch.context() as patch, pytest.raises(Exception) as error:
+    patch.setattr(sys, "argv", argv)
+    values(argv)
+    config.value.keys()
+  message = main.explain(error.value, argv)
+  assert message and "\n" not in message and message.endswith((".", "?", "...")), message
+  return message
+
+
+@pytest.mark.parametrize("args,expected", [
+    (["--config.nonexistent=1"], "unknown config field 'nonexistent'. The fields of the config "
+                                 "are: algorithm, batch_size,"),
+    (["--config.batch_sze=32"], "unknown config field 'batch_sze'; did you mean batch_size?"),
+    (["--config.data.foo=1"], "unknown config field 'data.foo'. The fields of data are: "),
+    (["--config.model.n_clusters.x=1"], "config field model.n_clusters is a value, not a group"),
+    (["--config.batch_size=abc"], "--config.batch_size=abc: batch_size takes an integer, such as "),
+    (["--config.batch_size=1.5"], "--config.batch_size=1.5: batch_size takes an integer"),
+    (["--config.learning_rate=fast"], "learning_rate takes a number"),
+    (["--config.model=3"], "--config.model is a group of fields, not a value; set one of them"),
+])
+def test_a_bad_override_is_explained_in_one_sentence(args, expected):
+  assert expected in _explained(KMEANS, "--workdir=w", *args)
+
+
+def test_missing_flags_and_config_files_are_explained_in_one_sentence(tmp_path):
+  assert _explained(KMEANS) == ("--workdir is required: the directory for checkpoints, "
+                                "metrics and figures.")
+  assert _explained("--workdir=w") == "--config is required: configs/<name>.py[:preset]."
+  missing = os.path.join(ROOT, "configs", "missing.py")
+  assert _explained(f"--config={missing}", "--workdir=w").startswith(
+      f"config file '{missing}' cannot be read ([Errno 2] No such file or directory")
+  bad = tmp_path / "bad.py"
+  bad.write_text("def get_config():\n  return dict(\n    x = = 1)\n")
+  assert _explained(f"--config={bad}", "--workdir=w") == (
+      f"{bad}, line 3: invalid syntax (a syntax error in the config file).")
+
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("learning_rate", -1.0, "learning_rate must be a positive, finite number, got -1.0."),
+    ("learning_rate", float("nan"), "learning_rate must be a positive, finite number, got nan."),
+    ("learning_rate", 0.0, "learning_rate must be a positive, finite number, got 0.0."),
+    ("warmup_steps", -1, "warmup_steps must lie in 0..num_steps - 1"),
+    ("warmup_steps", 4, "got 4 for 4 steps."),
+    ("weight_decay", 1.5, "weight_decay must lie in [0, 1)"),
+    ("weight_decay", -0.1, "weight_decay must lie in [0, 1)"),
+    ("divergence_factor", -1.0, "divergence_factor must be >= 0"),
+])
+def test_values_out_of_range_are_refused_before_anything_compiles(field, value, message, tmp_path):
+  config = _config()
+  config.optimizer = "adamw"
+  config[field] = value
+  with pytest.raises(ConfigError) as error:
+    train.train_and_evaluate(config, str(tmp_path))
+  assert message in str(error.value) and "\n" not in str(error.value)
+  assert not os.path.exists(tmp_path / "checkpoints")
+
+
+def test_a_loss_that_grows_a_hundredfold_stops_the_run(tmp_path):
+  """Adam at a learning rate of 1e6 (the 'finished at chance with loss 6.9e5' run) stops at the
+  first logged loss over 100 times the first one, keeping the last checkpoint; with
+  divergence_factor 0 it runs to the end."""
+  config = _config()
+  config.learning_rate = 1e6
+  with pytest.raises(TrainingDiverged, match=r"^the training loss \S+ at step 2 is over 100 times "
+                                             r"the first one logged \(\S+\); stopped, keeping the "
+                                             r"last good checkpoint \(step 1\)") as error:
+    train.train_and_evaluate(config, str(tmp_path / "a"))
+  assert str(error.value).endswith("(config.divergence_factor; 0 never stops).")
+  config.divergence_factor = 0.0
+  assert train.train_and_evaluate(config, str(tmp_path / "b"))["steps"] == 4
