@@ -25,6 +25,7 @@ import ml_collections
 import numpy as np
 
 from m2m_jax import checkpoint, configlib, data, evaluators, parallel, registry, report
+from m2m_jax import workdir as workdir_lib
 from m2m_jax.data import transforms
 from m2m_jax.errors import ConfigError, TrainingDiverged
 
@@ -259,9 +260,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   algorithm = registry.get(config.algorithm)
   dataset = data.load(config.dataset, **config.data)
   config = resolve(config, dataset, jax.device_count())
-  total, batch_size, lead = config.num_steps, config.batch_size, jax.process_index() == 0
+  lead = jax.process_index() == 0
+  workdir_lib.prepare(workdir)
+  with workdir_lib.locked(workdir, lead):
+    return _train_and_evaluate(config, workdir, algorithm, dataset, mesh, wall_start)
 
-  os.makedirs(os.path.join(workdir, "figures"), exist_ok=True)
+
+def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, algorithm,
+                        dataset: data.Dataset, mesh, wall_start: float) -> dict:
+  """The body of :func:`train_and_evaluate`, in a workdir it holds the lock of."""
+  total, batch_size, lead = config.num_steps, config.batch_size, jax.process_index() == 0
   checkpoint.check_same_config(workdir, config)
   if lead:
     report.write_json(os.path.join(workdir, "config.json"), config.to_dict())

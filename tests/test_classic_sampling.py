@@ -191,7 +191,7 @@ def test_bad_input_raises_one_clear_error():
     sampling.train_test_split(KEY, 10, test_size=10)
   with pytest.raises(DataError, match="stratify must be 1-D with one label per sample"):
     sampling.train_test_split(KEY, 10, stratify=np.zeros(9))
-  with pytest.raises(DataError, match=r"n_splits=11 must lie in 1\.\.10"):
+  with pytest.raises(DataError, match=r"n_splits=11 must lie in 2\.\.10"):
     sampling.kfold(KEY, 10, 11)
   with pytest.raises(DataError, match="n_splits=1 must be an int >= 2"):
     sampling.kfold(KEY, 10, 1)

@@ -17,6 +17,8 @@ import glob
 import json
 import os
 import shutil
+import socket
+import subprocess
 
 import numpy as np
 import pytest
@@ -230,3 +232,40 @@ def test_a_loss_that_grows_a_hundredfold_stops_the_run(tmp_path):
   assert str(error.value).endswith("(config.divergence_factor; 0 never stops).")
   config.divergence_factor = 0.0
   assert train.train_and_evaluate(config, str(tmp_path / "b"))["steps"] == 4
+
+
+def test_a_workdir_in_use_is_refused_naming_the_process_and_a_dead_ones_lock_is_taken_over(
+    tmp_path):
+  workdir = tmp_path / "run"
+  workdir.mkdir()
+  with subprocess.Popen(["sleep", "60"]) as running:
+    (workdir / ".lock").write_text(f"{socket.gethostname()} {running.pid}")
+    with pytest.raises(ConfigError, match=rf"^workdir '{workdir}' is in use by process "
+                                          rf"{running.pid} on {socket.gethostname()}; wait"):
+      train.train_and_evaluate(_config(), str(workdir))
+    running.kill()
+  assert not (workdir / "checkpoints").exists()  # nothing written by the refused run
+  dead = subprocess.Popen(["true"])
+  dead.wait()
+  (workdir / ".lock").write_text(f"{socket.gethostname()} {dead.pid}")
+  assert train.train_and_evaluate(_config(), str(workdir))["steps"] == 4
+  assert not (workdir / ".lock").exists()  # released at the end
+
+
+def test_two_runs_at_once_one_trains_and_the_other_is_refused(tmp_path):
+  """The lock is taken before anything is written: while one run holds it, another run into
+  the same workdir is refused, and the first one's files are untouched."""
+  from m2m_jax import workdir as workdir_lib
+  with workdir_lib.locked(str(tmp_path)):
+    with pytest.raises(ConfigError, match=f"is in use by process {os.getpid()}"):
+      train.train_and_evaluate(_config(), str(tmp_path))
+  assert sorted(os.listdir(tmp_path)) == ["figures"]
+
+
+def test_a_workdir_that_is_a_file_is_refused_in_one_sentence(tmp_path):
+  path = tmp_path / "file"
+  path.write_text("")
+  for workdir in (path, path / "below"):
+    with pytest.raises(ConfigError, match=rf"^workdir '{workdir}' cannot be used \(") as error:
+      train.train_and_evaluate(_config(), str(workdir))
+    assert "\n" not in str(error.value)

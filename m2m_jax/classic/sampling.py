@@ -205,7 +205,7 @@ def kfold(key: jax.Array, n: int, n_splits: int = 5, *, shuffle: bool = True,
   """
   n = _check_count("n", n, 2)
   n_splits = _check_count("n_splits", n_splits, 2)
-  validation.check_at_most("n_splits", n_splits, n, "each fold needs at least one row")
+  validation.check_at_most("n_splits", n_splits, n, "each fold needs at least one row", low=2)
   fold = _fold_of(key, _labels(stratify, n), n_splits, shuffle, stratify is not None)
   return fold[None, :] == jnp.arange(n_splits)[:, None]
 

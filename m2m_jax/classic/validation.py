@@ -122,15 +122,15 @@ def as_integer(value) -> int | None:
     return None
 
 
-def check_at_most(name: str, value: int, limit: int, what: str) -> int:
-  """``value`` as an int in 1..limit (e.g. ``n_neighbors`` up to the number of training
+def check_at_most(name: str, value: int, limit: int, what: str, low: int = 1) -> int:
+  """``value`` as an int in low..limit (e.g. ``n_neighbors`` up to the number of training
   samples): ConfigError if it is not a whole number, DataError if it lies outside."""
   index = as_integer(value)
   if index is None:
     shown = value.item() if isinstance(value, np.generic) else value
-    raise ConfigError(f"{name}={shown!r} must be an integer in 1..{limit} ({what}).")
-  if index < 1 or index > limit:
-    raise DataError(f"{name}={value} must lie in 1..{limit} ({what}).")
+    raise ConfigError(f"{name}={shown!r} must be an integer in {low}..{limit} ({what}).")
+  if index < low or index > limit:
+    raise DataError(f"{name}={value} must lie in {low}..{limit} ({what}).")
   return index
 
 
