@@ -168,10 +168,6 @@ def validate(config: ml_collections.ConfigDict, num_devices: int) -> None:
   if not (math.isfinite(config.learning_rate) and config.learning_rate > 0):
     raise ConfigError(f"learning_rate must be a positive, finite number, got "
                       f"{config.learning_rate}.")
-  if config.warmup_steps < 0 or 0 < config.num_steps <= config.warmup_steps:
-    raise ConfigError(f"warmup_steps must lie in 0..num_steps - 1 (warming up longer than the "
-                      f"run never reaches the learning rate), got {config.warmup_steps} for "
-                      f"{config.num_steps} steps.")
   if not 0 <= config.weight_decay < 1:
     raise ConfigError(f"weight_decay must lie in [0, 1) (it shrinks each weight by "
                       f"learning_rate * weight_decay of itself a step), got {config.weight_decay}.")

@@ -14,6 +14,10 @@ whole battery:
   checkpoint at step 2 and started again without it, ends with the same test metrics and the
   same ``metrics.jsonl`` as the uninterrupted run; a finished run started again evaluates its
   last checkpoint to the same numbers;
+- a corrupt newest checkpoint (64 random bytes in its data) is skipped: the finished run
+  falls back to checkpoint 2 and ends with the same test metrics (a one-step fit, with no
+  checkpoint before it, is refused in one sentence); the other faults are tried once, in
+  ``test_reliability.py``;
 - a workdir holding its checkpoint refuses another config;
 - 8 CPU devices, with evaluation batches of another size whose last one is padded, give the
   metrics of 1 (each algorithm's first config, all in one subprocess that runs beside the
@@ -32,6 +36,7 @@ loop is tested once, in ``test_train.py``.
 """
 
 import functools
+import glob
 import json
 import os
 import subprocess
@@ -46,7 +51,7 @@ import pytest
 
 from conftest import ONE_STEP, ROOT, SESSION_DIR, xla_flags
 from m2m_jax import configlib, data, registry, report, train
-from m2m_jax.errors import ConfigError, M2MError, TrainingDiverged
+from m2m_jax.errors import CheckpointError, ConfigError, M2MError, TrainingDiverged
 
 MOCK_TFDS_EXAMPLES = 64  # a split, for the mock_tfds fixture of conftest
 # tfds builders that import TensorFlow (not installed by the test extra).
@@ -139,11 +144,35 @@ def test_default_keeps_the_contract(name, tmp_path, monkeypatch, eight_devices_s
   assert second["test"] == first["test"]
   assert _read(os.path.join(a, "metrics.jsonl")) == _read(os.path.join(b, "metrics.jsonl"))
 
-  again = train.train_and_evaluate(config, a)  # finished: evaluated again from the checkpoint
+  again = train.train_and_evaluate(config, b)  # finished: evaluated again from the checkpoint
   assert again["resumed_from_step"] == config.num_steps and again["test"] == first["test"]
+
+  # Its newest checkpoint corrupted (64 random bytes in its largest data file), a finished run
+  # falls back to the one before and ends the same; a one-step fit has none before and is
+  # refused in one sentence.
+  _scribble(_largest_data_file(os.path.join(a, "checkpoints", str(config.num_steps))))
+  if stepped:
+    fallback = train.train_and_evaluate(config, a)
+    assert fallback["resumed_from_step"] == 2 and fallback["test"] == first["test"]
+  else:
+    with pytest.raises(CheckpointError, match=r"^no checkpoint in .* can be restored \(1: "):
+      train.train_and_evaluate(config, a)
 
   with pytest.raises(ConfigError, match="holds a checkpoint of a different config"):
     train.train_and_evaluate(tiny(name, seed=1), a)
+
+
+def _largest_data_file(step_dir: str) -> str:
+  """The checkpoint's data file that holds its packed arrays."""
+  return max(glob.glob(os.path.join(step_dir, "arrays", "**", "d", "*"), recursive=True),
+             key=os.path.getsize)
+
+
+def _scribble(path: str) -> None:
+  size = os.path.getsize(path)
+  with open(path, "r+b") as f:
+    f.seek(max(size // 2 - 32, 0))
+    f.write(np.random.default_rng(0).bytes(64))
 
 
 def _preset(name, preset, tfds, tmp_path, request):

@@ -10,7 +10,7 @@ run is refused in one sentence.
 
 The command line: every mistake in the flags (an unknown field, with the closest one; a value
 of the wrong type; a missing flag; a config file that is missing or has a syntax error) is
-explained in one sentence, and values out of range are refused before anything compiles.
+explained in one sentence, and values out of range are refused before the first step.
 """
 
 import glob
@@ -19,13 +19,16 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 
 import numpy as np
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, xla_flags
 from m2m_jax import checkpoint, configlib, train
-from m2m_jax.errors import CheckpointError, ConfigError, TrainingDiverged
+from m2m_jax.classic import (adaboost, bagging, decision_tree, gradient_boosting, knn,
+                             logistic_regression, random_forest)
+from m2m_jax.errors import CheckpointError, ConfigError, DataError, TrainingDiverged
 
 
 KMEANS = f"--config={os.path.join(ROOT, 'configs', 'kmeans.py')}"
@@ -203,13 +206,13 @@ def test_missing_flags_and_config_files_are_explained_in_one_sentence(tmp_path):
     ("learning_rate", -1.0, "learning_rate must be a positive, finite number, got -1.0."),
     ("learning_rate", float("nan"), "learning_rate must be a positive, finite number, got nan."),
     ("learning_rate", 0.0, "learning_rate must be a positive, finite number, got 0.0."),
-    ("warmup_steps", -1, "warmup_steps must lie in 0..num_steps - 1"),
-    ("warmup_steps", 4, "got 4 for 4 steps."),
+    ("warmup_steps", -1, "warmup_steps -1 must lie in [0, num_steps = 4)."),
+    ("warmup_steps", 4, "warmup_steps 4 must lie in [0, num_steps = 4)."),
     ("weight_decay", 1.5, "weight_decay must lie in [0, 1)"),
     ("weight_decay", -0.1, "weight_decay must lie in [0, 1)"),
     ("divergence_factor", -1.0, "divergence_factor must be >= 0"),
 ])
-def test_values_out_of_range_are_refused_before_anything_compiles(field, value, message, tmp_path):
+def test_values_out_of_range_are_refused_before_training(field, value, message, tmp_path):
   config = _config()
   config.optimizer = "adamw"
   config[field] = value
@@ -269,3 +272,74 @@ def test_a_workdir_that_is_a_file_is_refused_in_one_sentence(tmp_path):
     with pytest.raises(ConfigError, match=rf"^workdir '{workdir}' cannot be used \(") as error:
       train.train_and_evaluate(_config(), str(workdir))
     assert "\n" not in str(error.value)
+
+
+CLASSIFIERS = {
+    "knn": (knn, dict(n_neighbors=3)),
+    "logistic_regression": (logistic_regression, {}),
+    "decision_tree": (decision_tree, dict(max_depth=2)),
+    "random_forest": (random_forest, dict(n_estimators=2, max_depth=2)),
+    "adaboost": (adaboost, dict(n_estimators=2)),
+    "gradient_boosting": (gradient_boosting, dict(n_estimators=2, min_samples_leaf=2)),
+    "bagging": (bagging, dict(base=decision_tree, n_estimators=2, max_depth=2)),
+}
+
+
+@pytest.mark.parametrize("name", CLASSIFIERS)
+def test_labels_come_back_as_given_or_are_refused(name):
+  """Negative labels come back unchanged; labels that int32 (JAX's integer type) would wrap,
+  2**40 and 2**31 + 5, are refused in one sentence instead of predicting a wrapped class."""
+  module, hyper = CLASSIFIERS[name]
+  X = np.linspace(-1, 1, 40, dtype=np.float32).reshape(20, 2)
+  side = X[:, 0] > 0
+  y = np.where(side, -7, -2)
+  assert set(np.asarray(module.predict(module.fit(X, y, **hyper), X)).tolist()) == {-7, -2}
+  for big in (2**40, 2**31 + 5):
+    with pytest.raises(DataError, match=rf"^class label {big} does not keep its value as int32"):
+      module.fit(X, np.where(side, big, 0).astype(np.int64), **hyper)
+
+
+RUN_TINY_CNN = """
+import sys
+from m2m_jax import configlib, train
+config = configlib.tiny(configlib.load("cnn"))
+config.keep_checkpoints = 4
+train.train_and_evaluate(config, sys.argv[1])
+"""
+
+
+def _tiny_cnn():
+  config = configlib.tiny(configlib.load("cnn"))
+  config.keep_checkpoints = 4
+  return config
+
+
+def _on_eight_devices(workdir: str) -> None:
+  env = dict(os.environ, M2M_NO_PROGRESS="1", XLA_FLAGS=xla_flags(8))
+  subprocess.run([sys.executable, "-c", RUN_TINY_CNN, workdir], cwd=ROOT, env=env, check=True,
+                 capture_output=True, timeout=300)
+
+
+def _summary(workdir) -> dict:
+  with open(os.path.join(workdir, "summary.json")) as f:
+    return json.load(f)
+
+
+def test_a_run_resumes_on_another_device_count(tmp_path):
+  """A run that saved checkpoint 2 on 8 devices resumes on 1, and the reverse; each ends where
+  the uninterrupted run on 1 device ends, to the tolerance of 8 devices against 1 (their
+  reductions add in another order)."""
+  one = train.train_and_evaluate(_tiny_cnn(), str(tmp_path / "one"))["test"]
+  eight = str(tmp_path / "eight")
+  _on_eight_devices(eight)
+  shutil.rmtree(os.path.join(eight, "checkpoints", "4"))  # as if killed after checkpoint 2
+  resumed = train.train_and_evaluate(_tiny_cnn(), eight)
+  assert resumed["resumed_from_step"] == 2 and resumed["device_count"] == 1
+  reverse = str(tmp_path / "reverse")
+  shutil.copytree(str(tmp_path / "one"), reverse)
+  shutil.rmtree(os.path.join(reverse, "checkpoints", "4"))
+  _on_eight_devices(reverse)
+  assert _summary(reverse)["resumed_from_step"] == 2 and _summary(reverse)["device_count"] == 8
+  for other in (resumed["test"], _summary(reverse)["test"]):
+    for key, value in one.items():
+      np.testing.assert_allclose(other[key], value, rtol=1e-4, atol=1e-5, err_msg=key)

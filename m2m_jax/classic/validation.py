@@ -104,8 +104,23 @@ def check_labels(y, name: str = "y") -> None:
 
 
 def encode_labels(y) -> tuple[np.ndarray, np.ndarray]:
-  """Any labels -> (classes (C,), indices (n,)) with ``classes[indices] == y``."""
+  """Any labels -> (classes (C,), indices (n,)) with ``classes[indices] == y``.
+
+  Numeric labels come back from predict as JAX arrays, in JAX's default dtypes (int32,
+  float32), so labels that would not survive the conversion are refused: an integer outside
+  int32 (2**40 would wrap to 0), floats that would merge or overflow in float32.
+  """
   classes, indices = np.unique(np.asarray(y), return_inverse=True)
+  if classes.dtype.kind in "biuf":
+    with np.errstate(over="ignore"):
+      kept = classes.astype(jax.dtypes.canonicalize_dtype(classes.dtype))
+    lost = (kept != classes) if classes.dtype.kind in "iu" else ~np.isfinite(kept)
+    if lost.any() or len(np.unique(kept)) < len(classes):
+      shown = classes[lost][0] if lost.any() else classes[np.argmax(np.diff(kept) == 0) + 1]
+      raise DataError(
+          f"class label {shown.item()!r} does not keep its value as {kept.dtype}, the type the "
+          f"labels come back in; map the labels to small integers first, e.g. "
+          f"np.unique(y, return_inverse=True)[1].")
   return classes, indices.astype(np.int32)
 
 
