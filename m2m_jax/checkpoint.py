@@ -131,10 +131,6 @@ class Checkpointer:
         options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
                                              enable_async_checkpointing=False))
 
-  def latest_step(self) -> int | None:
-    """The step of the newest finished checkpoint, or None (it may still fail to restore)."""
-    return self.manager.latest_step()
-
   def save(self, step: int, tree) -> None:
     """Saves ``tree`` as step ``step``, committed when this returns."""
     arrays, manifest = pack(tree)

@@ -2,6 +2,7 @@
 session, fast XLA compiles, the longest tests first, subprocess helpers for the CLI."""
 
 import atexit
+import glob
 import os
 import shutil
 import subprocess
@@ -113,3 +114,18 @@ def mock_tfds(monkeypatch, request):
 @pytest.fixture
 def run_cli():
   return cli
+
+
+def checkpoint_data_file(step_dir: str) -> str:
+  """The largest of a checkpoint's data files: the one holding its packed arrays."""
+  return max(glob.glob(os.path.join(step_dir, "arrays", "**", "d", "*"), recursive=True),
+             key=os.path.getsize)
+
+
+def scribble(path: str) -> None:
+  """Writes 64 random bytes into the middle of ``path``."""
+  import numpy as np
+  size = os.path.getsize(path)
+  with open(path, "r+b") as f:
+    f.seek(max(size // 2 - 32, 0))
+    f.write(np.random.default_rng(0).bytes(64))

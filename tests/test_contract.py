@@ -36,7 +36,6 @@ loop is tested once, in ``test_train.py``.
 """
 
 import functools
-import glob
 import json
 import os
 import subprocess
@@ -49,7 +48,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import ONE_STEP, ROOT, SESSION_DIR, xla_flags
+from conftest import ONE_STEP, ROOT, SESSION_DIR, checkpoint_data_file, scribble, xla_flags
 from m2m_jax import configlib, data, registry, report, train
 from m2m_jax.errors import CheckpointError, ConfigError, M2MError, TrainingDiverged
 
@@ -150,7 +149,7 @@ def test_default_keeps_the_contract(name, tmp_path, monkeypatch, eight_devices_s
   # Its newest checkpoint corrupted (64 random bytes in its largest data file), a finished run
   # falls back to the one before and ends the same; a one-step fit has none before and is
   # refused in one sentence.
-  _scribble(_largest_data_file(os.path.join(a, "checkpoints", str(config.num_steps))))
+  scribble(checkpoint_data_file(os.path.join(a, "checkpoints", str(config.num_steps))))
   if stepped:
     fallback = train.train_and_evaluate(config, a)
     assert fallback["resumed_from_step"] == 2 and fallback["test"] == first["test"]
@@ -160,19 +159,6 @@ def test_default_keeps_the_contract(name, tmp_path, monkeypatch, eight_devices_s
 
   with pytest.raises(ConfigError, match="holds a checkpoint of a different config"):
     train.train_and_evaluate(tiny(name, seed=1), a)
-
-
-def _largest_data_file(step_dir: str) -> str:
-  """The checkpoint's data file that holds its packed arrays."""
-  return max(glob.glob(os.path.join(step_dir, "arrays", "**", "d", "*"), recursive=True),
-             key=os.path.getsize)
-
-
-def _scribble(path: str) -> None:
-  size = os.path.getsize(path)
-  with open(path, "r+b") as f:
-    f.seek(max(size // 2 - 32, 0))
-    f.write(np.random.default_rng(0).bytes(64))
 
 
 def _preset(name, preset, tfds, tmp_path, request):

@@ -24,7 +24,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import ROOT, xla_flags
+from conftest import ROOT, checkpoint_data_file, scribble, xla_flags
 from m2m_jax import checkpoint, configlib, train
 from m2m_jax.classic import (adaboost, bagging, decision_tree, gradient_boosting, knn,
                              logistic_regression, random_forest)
@@ -47,24 +47,10 @@ def finished(tmp_path_factory):
   return workdir, train.train_and_evaluate(_config(), workdir)
 
 
-def _data_file(step_dir: str) -> str:
-  """The largest of the checkpoint's data files: the one holding the packed arrays."""
-  return max(glob.glob(os.path.join(step_dir, "arrays", "**", "d", "*"), recursive=True),
-             key=os.path.getsize)
-
-
 def _truncate(path: str, fraction: float) -> None:
   size = os.path.getsize(path)
   with open(path, "r+b") as f:
     f.truncate(int(size * fraction))
-
-
-def _scribble(path: str) -> None:
-  """Writes 64 random bytes into the middle of ``path``."""
-  size = os.path.getsize(path)
-  with open(path, "r+b") as f:
-    f.seek(max(size // 2 - 32, 0))
-    f.write(np.random.default_rng(0).bytes(64))
 
 
 def _remove(*parts: str):
@@ -83,9 +69,9 @@ def _empty(step_dir: str) -> None:
 CHECKPOINT_FAULTS = {
     "_METADATA removed": (_remove("arrays", "_METADATA"), "_METADATA) does not exist"),
     "manifest.ocdbt removed": (_remove("arrays", "manifest.ocdbt"), "NOT_FOUND"),
-    "a data file truncated to 0 bytes": (lambda d: _truncate(_data_file(d), 0.0), "OUT_OF_RANGE"),
-    "a data file truncated to half": (lambda d: _truncate(_data_file(d), 0.5), "OUT_OF_RANGE"),
-    "64 random bytes written into a data file": (lambda d: _scribble(_data_file(d)),
+    "a data file truncated to 0 bytes": (lambda d: _truncate(checkpoint_data_file(d), 0.0), "OUT_OF_RANGE"),
+    "a data file truncated to half": (lambda d: _truncate(checkpoint_data_file(d), 0.5), "OUT_OF_RANGE"),
+    "64 random bytes written into a data file": (lambda d: scribble(checkpoint_data_file(d)),
                                                  "the float32 array fails its checksum"),
     "the manifest removed": (_remove("manifest"), 'Item "manifest" was not found'),
     "the checkpoint directory emptied": (_empty, 'Item "arrays" was not found'),
@@ -114,7 +100,7 @@ def test_no_checkpoint_that_restores_is_refused_in_one_sentence(finished, tmp_pa
   workdir = str(tmp_path / "run")
   shutil.copytree(finished[0], workdir)
   for step in (2, 3, 4):
-    _scribble(_data_file(os.path.join(workdir, "checkpoints", str(step))))
+    scribble(checkpoint_data_file(os.path.join(workdir, "checkpoints", str(step))))
   with pytest.raises(CheckpointError, match=r"^no checkpoint in .* can be restored \(4: ") as e:
     train.train_and_evaluate(_config(), workdir)
   assert "\n" not in str(e.value) and str(e.value).endswith("to train from the start.")
