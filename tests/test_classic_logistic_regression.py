@@ -139,8 +139,10 @@ def test_huge_inputs_give_finite_probabilities():
   params = lr.fit(X, y)
   proba = np.asarray(lr.predict_proba(params, X * 1e6))   # logits of order 1e6
   assert np.isfinite(proba).all() and np.allclose(proba.sum(1), 1.0)
-  # gd's 1/L step, L of order 1e8 here, barely moves the intercept in 300 steps: lower bar
-  for solver, accuracy in [("lbfgs", 0.95), ("gd", 0.85)]:
+  # gd's 1/L step, L of order 1e8 here, barely moves the intercept in 300 steps: lower bar;
+  # L-BFGS's path on this ill-conditioned problem moves with float rounding (0.943 to 0.971,
+  # measured at XLA's backend optimisation levels 0 and 1).
+  for solver, accuracy in [("lbfgs", 0.9), ("gd", 0.85)]:
     big = lr.fit(X * 1e4, y, solver=solver, max_iter=300)
     assert np.isfinite(np.asarray(big.coef_)).all()
     assert np.isfinite(np.asarray(lr.predict_proba(big, X * 1e4))).all()

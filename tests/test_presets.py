@@ -1,9 +1,10 @@
-"""Some presets reach the quality their config states. Every preset trains (tiny) in the
-contract suite (test_contract.py)."""
+"""Some presets reach the quality their config states, trained as a user trains them. Every
+preset trains (tiny) in the contract suite (test_contract.py)."""
 
 import pytest
 
-from m2m_jax import configlib, train
+from conftest import trained_as_a_user
+from m2m_jax import configlib
 
 
 def test_every_config_has_an_offline_default():
@@ -19,5 +20,5 @@ def test_every_config_has_an_offline_default():
     pytest.param("cnn", "mnist5k", 0.97, marks=pytest.mark.slow),  # 40 s; cnn:default is in test_train
     pytest.param("resnet", "default", 0.98, marks=pytest.mark.slow)])  # 30 s
 def test_preset_reaches_its_stated_accuracy(name, preset, floor, tmp_path):
-  summary = train.train_and_evaluate(configlib.load(name, preset), str(tmp_path))
+  summary = trained_as_a_user(f"{name}.py:{preset}", tmp_path)
   assert summary["test"]["accuracy"] >= floor

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import ROOT, cli, xla_flags
+from conftest import ROOT, cli, trained_as_a_user, xla_flags
 from m2m_jax import configlib, train
 from m2m_jax.algorithms import classifier
 from m2m_jax.errors import TrainingDiverged
@@ -24,9 +24,10 @@ from m2m_jax.errors import TrainingDiverged
 
 @pytest.fixture(scope="module")
 def cnn_default(tmp_path_factory):
-  """The CNN default preset, trained once for the tests of this module."""
+  """The CNN default preset, trained once for the tests of this module by README's first
+  command."""
   workdir = str(tmp_path_factory.mktemp("cnn"))
-  return workdir, train.train_and_evaluate(configlib.load("cnn"), workdir)
+  return workdir, trained_as_a_user("cnn.py", workdir)
 
 
 def test_cnn_default_reaches_98_percent_on_digits(cnn_default):
