@@ -171,6 +171,23 @@ def test_jit_and_vmap():
   np.testing.assert_array_equal(batched, np.stack([knn.predict(f, X[400:]) for f in fits]))
 
 
+@pytest.mark.parametrize("weights", ["uniform", "distance"])
+def test_a_nan_query_under_jit_gets_nan(weights):
+  """Concrete NaN is refused; under jit, where values are unknown, a row holding NaN or inf
+  gets NaN probabilities and a NaN regression value, and the other rows are unchanged."""
+  X, y = datasets.load_iris(return_X_y=True)
+  queries = X[100:104].copy()
+  queries[1, 2], queries[3, 0] = np.nan, np.inf
+  for task, target in [("classification", y[:100]), ("regression", X[:100, 3])]:
+    params = knn.fit(X[:100], target, task=task, weights=weights)
+    function = knn.predict_proba if task == "classification" else knn.predict
+    with pytest.raises(DataError, match="X holds NaN or inf values"):
+      function(params, queries)
+    out = np.asarray(jax.jit(function)(params, queries))
+    assert np.isnan(out[[1, 3]]).all() and np.isfinite(out[[0, 2]]).all()
+    np.testing.assert_array_equal(out[[0, 2]], function(params, queries[[0, 2]]))
+
+
 def test_memory_stays_bounded_by_the_blocks():
   # 4096 queries x 20000 training points: a full distance matrix is 328 MB (x64 features: 21 GB).
   shapes = [jax.ShapeDtypeStruct(shape, jnp.float32) for shape in ((20000, 64), (4096, 64))]

@@ -108,14 +108,21 @@ def fit(X, y, *, n_neighbors: int = 5, weights: str = "uniform", metric: str = "
 
 
 def kneighbors(params: KNN, X, n_neighbors: int | None = None) -> tuple[jnp.ndarray, jnp.ndarray]:
-  """X (m, d) -> (distances (m, k) float32 ascending, indices (m, k) int32 into ``X_``)."""
+  """X (m, d) -> (distances (m, k) float32 ascending, indices (m, k) int32 into ``X_``).
+
+  Concrete X holding NaN or inf is refused; under ``jax.jit`` (values unknown when traced) such
+  a query row gets NaN distances, hence NaN probabilities and regression values.
+  """
   k = params.n_neighbors if n_neighbors is None else n_neighbors
   k = validation.check_at_most("n_neighbors", k, params.X_.shape[0],
                                "the number of training samples")
   X = validation.check_query(X, params.X_.shape[1], "the k-NN model")
   kind = _kind(params.metric, params.p)
   p = params.p if kind == "minkowski" else None  # one compiled search per named metric
-  return _kneighbors(params.X_, X, k, kind, p, params.block_size, params.train_block_size)
+  distances, indices = _kneighbors(params.X_, X, k, kind, p, params.block_size,
+                                   params.train_block_size)
+  finite = jnp.all(jnp.isfinite(X), 1, keepdims=True)
+  return jnp.where(finite, distances, jnp.nan), indices
 
 
 def predict_proba(params: KNN, X) -> jnp.ndarray:
@@ -130,7 +137,11 @@ def predict_proba(params: KNN, X) -> jnp.ndarray:
 
 
 def predict(params: KNN, X) -> jnp.ndarray:
-  """X (m, d) -> (m,) labels from ``classes_`` (classification) or float32 values (regression)."""
+  """X (m, d) -> (m,) labels from ``classes_`` (classification) or float32 values (regression).
+
+  Under ``jax.jit`` a query row holding NaN or inf predicts NaN in regression; a class label
+  has no NaN, so there its label means nothing: :func:`predict_proba` gives that row NaN.
+  """
   if params.task == "classification":
     return params.classes_[jnp.argmax(predict_proba(params, X), 1)]
   distances, indices = kneighbors(params, X)
@@ -169,9 +180,10 @@ def _kind(metric: str, p: float) -> str:
 
 
 def _weights(distances: jnp.ndarray, weights: str) -> jnp.ndarray:
-  """(m, k) -> (m, k): ones, or 1/d with rows holding a zero distance reduced to [d == 0]."""
+  """(m, k) -> (m, k): ones, or 1/d with rows holding a zero distance reduced to [d == 0]
+  (NaN where the distance is NaN)."""
   if weights == "uniform":
-    return jnp.ones_like(distances)
+    return jnp.where(jnp.isnan(distances), jnp.nan, 1.0)
   zero = distances == 0
   return jnp.where(jnp.any(zero, 1, keepdims=True), zero.astype(distances.dtype), 1 / distances)
 
