@@ -1,4 +1,5 @@
-"""Building blocks shared by the model families: input checks and normalisation layers.
+"""Building blocks shared by the model families: input checks, normalisation layers and the
+transformer's parts (patch embedding, MLP block, stochastic depth, pre-norm encoder block).
 
 Every model file takes these from here rather than from another family's file, so that a
 change to, say, BatchNorm's momentum is one change everywhere.
@@ -7,6 +8,7 @@ change to, say, BatchNorm's momentum is one change everywhere.
 import functools
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from m2m_jax.errors import DataError
@@ -31,3 +33,83 @@ def batch_norm(train: bool, dtype: jnp.dtype, **kwargs):
   0.1), epsilon 1e-5; batch statistics when ``train``, the running ones otherwise."""
   return functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9,
                            epsilon=1e-5, dtype=dtype, **kwargs)
+
+
+class PatchEmbedding(nn.Module):
+  """ViT's linear projection of flattened patches: (B, H, W, C) -> (B, H/p * W/p, width) tokens
+  in row-major patch order, one p x p convolution of stride p (the same map as flattening each
+  patch and multiplying by a (p*p*C, width) matrix)."""
+
+  patch: int
+  width: int
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+    p = self.patch
+    if x.ndim != 4 or x.shape[1] % p or x.shape[2] % p:
+      raise DataError(f"PatchEmbedding cuts images (B, H, W, C) into {p}x{p} patches, so H and W "
+                      f"must be multiples of {p}; got shape {tuple(x.shape)}.")
+    x = nn.Conv(self.width, (p, p), strides=p, padding="VALID", dtype=self.dtype,
+                name="projection")(x)
+    return x.reshape(x.shape[0], -1, self.width)
+
+
+class MlpBlock(nn.Module):
+  """The transformer's position-wise MLP: (..., D) -> Dense(hidden) -> GELU (exact, as in
+  PyTorch and the original ViT) -> dropout -> Dense(D) -> dropout -> (..., D)."""
+
+  hidden: int
+  dropout: float = 0.0
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
+    width = x.shape[-1]
+    x = nn.gelu(nn.Dense(self.hidden, dtype=self.dtype, name="fc1")(x), approximate=False)
+    x = nn.Dropout(self.dropout, deterministic=not train)(x)
+    x = nn.Dense(width, dtype=self.dtype, name="fc2")(x)
+    return nn.Dropout(self.dropout, deterministic=not train)(x)
+
+
+def drop_path(x: jnp.ndarray, rate: float, rng: jax.Array) -> jnp.ndarray:
+  """Stochastic depth on a residual branch x (B, ...): each example's branch is dropped with
+  probability ``rate`` and kept scaled by 1 / (1 - rate), so its expectation is x."""
+  if rate == 0.0:
+    return x
+  keep = jax.random.bernoulli(rng, 1.0 - rate, (x.shape[0],) + (1,) * (x.ndim - 1))
+  return jnp.where(keep, x / (1.0 - rate), 0.0).astype(x.dtype)
+
+
+class EncoderBlock(nn.Module):
+  """A pre-norm transformer encoder block on tokens x (B, N, D):
+
+    x <- x + DropPath(Dropout(MHA(LN(x), mask)))
+    x <- x + DropPath(MLP(LN(x)))
+
+  ``mask`` (B, 1 or heads, N, N) is True where a query may attend to a key (None: everywhere;
+  ``nn.make_causal_mask`` for a text encoder). Dropout and stochastic depth draw from the
+  ``'dropout'`` rng stream in train mode (:func:`m2m_jax.algorithms.nets.apply` supplies it).
+  """
+
+  heads: int
+  mlp_dim: int
+  dropout: float = 0.0
+  attention_dropout: float = 0.0
+  drop_path: float = 0.0
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray, mask: jnp.ndarray | None = None,
+               train: bool = False) -> jnp.ndarray:
+    def residual(branch):
+      return drop_path(branch, self.drop_path if train else 0.0,
+                       self.make_rng("dropout") if train and self.drop_path else None)
+
+    y = nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, name="norm1")(x)
+    y = nn.MultiHeadDotProductAttention(self.heads, dtype=self.dtype,
+                                        dropout_rate=self.attention_dropout,
+                                        deterministic=not train, name="attention")(y, mask=mask)
+    x = x + residual(nn.Dropout(self.dropout, deterministic=not train)(y))
+    y = nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, name="norm2")(x)
+    return x + residual(MlpBlock(self.mlp_dim, self.dropout, self.dtype, name="mlp")(y, train))
