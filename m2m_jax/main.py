@@ -25,6 +25,7 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metr
 flags.mark_flags_as_required(["config", "workdir"])
 _KINDS = {"int": "an integer", "float": "a number", "str": "a string", "bool": "True or False",
           "tuple": "a tuple, e.g. (1, 2)"}
+_PLURALS = {"int": "integers", "float": "numbers", "str": "strings", "bool": "booleans"}
 _REQUIRED = {"config": "configs/<name>.py[:preset]",
              "workdir": "the directory for checkpoints, metrics and figures"}
 
@@ -45,6 +46,9 @@ def main(argv: list[str]) -> None:
     message = explain(e, sys.argv)
     if message is None:
       raise
+    _fail(message)
+  message = mistyped(config, sys.argv)
+  if message:
     _fail(message)
   try:
     summary = train.train_and_evaluate(config, _WORKDIR.value)
@@ -97,6 +101,34 @@ def _unknown_field(argv: list[str]) -> str | None:
         return (f"unknown config field {'.'.join([*done, part])!r}{hint} The fields of "
                 f"{where or 'the config'} are: {', '.join(fields)}.")
       node, done = node[part], [*done, part]
+  return None
+
+
+def _field(config: ConfigDict, path: str):
+  for part in path.split("."):
+    config = config[part]
+  return config
+
+
+def mistyped(config: ConfigDict, argv: list[str]) -> str | None:
+  """The sentence for the first ``--config.<field>`` override whose tuple holds values of
+  another kind than the field's default holds (config_flags reads ``abc`` as ``('abc',)``),
+  or None."""
+  found = _config_file(argv)
+  if found is None:
+    return None
+  default = _load(*found)
+  for arg in argv:
+    if not arg.startswith("--config.") or "=" not in arg:
+      continue
+    field = arg[len("--config."):].split("=", 1)[0]
+    old, new = _field(default, field), _field(config, field)
+    if not (isinstance(old, tuple) and old and isinstance(new, tuple)):
+      continue
+    kinds = {type(v) for v in old}
+    if any(type(v) not in kinds and not (float in kinds and type(v) is int) for v in new):
+      names = " or ".join(sorted(_PLURALS.get(k.__name__, k.__name__) for k in kinds))
+      return f"{arg}: {field} takes a tuple of {names}, such as {old!r}."
   return None
 
 

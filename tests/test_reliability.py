@@ -174,6 +174,30 @@ def test_a_bad_override_is_explained_in_one_sentence(args, expected):
   assert expected in _explained(KMEANS, "--workdir=w", *args)
 
 
+@pytest.mark.parametrize("override,expected", [
+    ("--config.model.features=abc", "--config.model.features=abc: model.features takes a tuple "
+                                    "of integers, such as (32, 64)."),
+    ("--config.model.features=(8,1.5)", "model.features takes a tuple of integers"),
+    ("--config.model.features=(8,16,32)", None),
+])
+def test_a_tuple_of_another_kind_is_refused_in_one_sentence(override, expected):
+  """config_flags reads ``abc`` for a tuple field as ``('abc',)``: main.py compares the kinds
+  of its values with the default's before anything is built."""
+  from absl import flags
+  from ml_collections import config_flags
+
+  from m2m_jax import main
+  values = flags.FlagValues()
+  config = config_flags.DEFINE_config_file("config", None, "", flag_values=values, lock_config=True)
+  argv = ["m2m-train", "--config=configs/cnn.py", override]
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setattr(sys, "argv", argv)
+    patch.chdir(ROOT)
+    values(argv)
+    message = main.mistyped(config.value, argv)
+  assert message == expected if expected is None else expected in message
+
+
 def test_missing_flags_and_config_files_are_explained_in_one_sentence(tmp_path):
   assert _explained(KMEANS) == ("--workdir is required: the directory for checkpoints, "
                                 "metrics and figures.")
