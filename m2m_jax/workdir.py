@@ -2,9 +2,10 @@
 trains into it, so that two runs never write the same checkpoints and metrics.
 
 The lock is the file ``<workdir>/.lock``, created atomically (``O_CREAT | O_EXCL``) and holding
-the host name and process id of its owner. A second run is refused while that process lives;
-a lock whose process is gone (a run that was killed) is taken over. A run of several processes
-is locked by process 0, which writes the workdir's files.
+the host name, process id and (on Linux) start time of its owner. A second run is refused while
+that process lives; a lock whose process is gone (a run that was killed) is taken over, also
+when its process id now belongs to a process started later. A run of several processes is
+locked by process 0, which writes the workdir's files.
 """
 
 import contextlib
@@ -30,22 +31,38 @@ def prepare(workdir: str) -> None:
                       f"directory this user can write, or a path where one can be made.") from None
 
 
-def _alive(pid: int) -> bool:
+def _start_time(pid: int) -> str:
+  """When process ``pid`` started, in clock ticks after boot (Linux's /proc/<pid>/stat), or ''
+  where unknown: with the pid it names one process, even once the pid is reused."""
+  try:
+    with open(f"/proc/{pid}/stat") as f:
+      return f.read().rsplit(")", 1)[1].split()[19]
+  except (OSError, IndexError):
+    return ""
+
+
+def _alive(pid: int, start: str) -> bool:
+  """Whether the process that wrote a lock (``pid``, started at ``start``) still runs."""
   try:
     os.kill(pid, 0)
   except ProcessLookupError:
     return False
   except PermissionError:  # another user's process
-    return True
-  return True
+    pass
+  return _start_time(pid) in ("", start) if start else True
 
 
-def _owner(path: str) -> tuple[str, int] | None:
+def _me() -> tuple[str, int, str]:
+  return socket.gethostname(), os.getpid(), _start_time(os.getpid())
+
+
+def _owner(path: str) -> tuple[str, int, str] | None:
+  """(host, pid, start time or '') of a lock, or None when it is gone or being written."""
   try:
     with open(path) as f:
-      host, pid = f.read().split()
-    return host, int(pid)
-  except (OSError, ValueError):  # gone, or being written
+      host, pid, *start = f.read().split()
+    return host, int(pid), "".join(start[:1])
+  except (OSError, ValueError):
     return None
 
 
@@ -57,13 +74,13 @@ def locked(workdir: str, lead: bool = True):
     yield
     return
   path = os.path.join(workdir, LOCK)
-  me = f"{socket.gethostname()} {os.getpid()}"
+  me = _me()
   for _ in range(2):  # a second try after removing a dead owner's lock
     try:
       fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
     except FileExistsError:
       owner = _owner(path)
-      if owner is not None and (owner[0] != socket.gethostname() or _alive(owner[1])):
+      if owner is not None and (owner[0] != me[0] or _alive(owner[1], owner[2])):
         raise ConfigError(
             f"workdir {workdir!r} is in use by process {owner[1]} on {owner[0]}; wait for it to "
             f"finish, stop it, or use another --workdir.") from None
@@ -71,7 +88,7 @@ def locked(workdir: str, lead: bool = True):
         os.remove(path)
       continue
     with os.fdopen(fd, "w") as f:
-      f.write(me)
+      f.write(" ".join(map(str, me)).strip())
     break
   else:
     raise ConfigError(f"workdir {workdir!r} is being locked by another run; try again.")
@@ -79,5 +96,5 @@ def locked(workdir: str, lead: bool = True):
     yield
   finally:
     with contextlib.suppress(FileNotFoundError):
-      if _owner(path) == (socket.gethostname(), os.getpid()):
+      if _owner(path) == me:
         os.remove(path)

@@ -265,6 +265,21 @@ def test_a_workdir_in_use_is_refused_naming_the_process_and_a_dead_ones_lock_is_
   assert not (workdir / ".lock").exists()  # released at the end
 
 
+def test_a_lock_whose_pid_was_reused_is_taken_over(tmp_path):
+  """A killed run's pid may later belong to another process: the lock records its owner's start
+  time, so a live process of that pid started at another time does not hold the workdir."""
+  from m2m_jax import workdir as workdir_lib
+  host, pid, start = workdir_lib._me()
+  assert start.isdigit()  # Linux: the start time is known
+  (tmp_path / ".lock").write_text(f"{host} {pid} {int(start) - 1}")  # this pid, an older start
+  with workdir_lib.locked(str(tmp_path)):
+    assert (tmp_path / ".lock").read_text() == f"{host} {pid} {start}"
+  (tmp_path / ".lock").write_text(f"{host} {pid} {start}")  # the same process: still in use
+  with pytest.raises(ConfigError, match=f"is in use by process {pid}"):
+    with workdir_lib.locked(str(tmp_path)):
+      pass
+
+
 def test_two_runs_at_once_one_trains_and_the_other_is_refused(tmp_path):
   """The lock is taken before anything is written: while one run holds it, another run into
   the same workdir is refused, and the first one's files are untouched."""
