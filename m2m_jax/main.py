@@ -115,12 +115,11 @@ def mistyped(config: ConfigDict, argv: list[str]) -> str | None:
   another kind than the field's default holds (config_flags reads ``abc`` as ``('abc',)``),
   or None."""
   found = _config_file(argv)
-  if found is None:
+  overrides = [a for a in argv if a.startswith("--config.") and "=" in a]
+  if found is None or not overrides:
     return None
   default = _load(*found)
-  for arg in argv:
-    if not arg.startswith("--config.") or "=" not in arg:
-      continue
+  for arg in overrides:
     field = arg[len("--config."):].split("=", 1)[0]
     old, new = _field(default, field), _field(config, field)
     if not (isinstance(old, tuple) and old and isinstance(new, tuple)):
@@ -138,9 +137,7 @@ def _bad_value(message: str, argv: list[str]) -> str:
   field = flag[len("--config."):]
   found = _config_file(argv)
   if found and flag.startswith("--config."):
-    old = _load(*found)
-    for part in field.split("."):
-      old = old[part]
+    old = _field(_load(*found), field)
     if isinstance(old, ConfigDict):
       return (f"{flag} is a group of fields, not a value; set one of them, e.g. "
               f"{flag}.{sorted(old.keys())[0]}=...")

@@ -95,9 +95,11 @@ def xla_flags(devices: int) -> str:
   return f"--xla_force_host_platform_device_count={devices} {XLA_OPTIMIZATION}"
 
 
-def cli(*args: str, devices: int = 1, timeout: float = 600, **popen) -> subprocess.CompletedProcess:
-  """Runs ``python -m m2m_jax.main ARGS`` from the repository root on ``devices`` CPU devices."""
-  env = dict(os.environ, M2M_NO_PROGRESS="1", XLA_FLAGS=xla_flags(devices))
+def cli(*args: str, devices: int = 1, timeout: float = 600, xla: str | None = None,
+        **popen) -> subprocess.CompletedProcess:
+  """Runs ``python -m m2m_jax.main ARGS`` from the repository root on ``devices`` CPU devices
+  (or with XLA_FLAGS ``xla``)."""
+  env = dict(os.environ, M2M_NO_PROGRESS="1", XLA_FLAGS=xla_flags(devices) if xla is None else xla)
   return subprocess.run([sys.executable, "-m", "m2m_jax.main", *args], cwd=ROOT, env=env,
                         capture_output=True, text=True, timeout=timeout, **popen)
 
@@ -105,10 +107,8 @@ def cli(*args: str, devices: int = 1, timeout: float = 600, **popen) -> subproce
 def trained_as_a_user(config: str, workdir, *overrides: str, timeout: float = 900) -> dict:
   """Trains ``--config=configs/CONFIG`` (a preset after a colon) through the CLI in a
   subprocess, XLA at its default optimisation as a user runs it, and returns its summary."""
-  env = dict(os.environ, M2M_NO_PROGRESS="1", XLA_FLAGS=USER_XLA_FLAGS)
-  proc = subprocess.run([sys.executable, "-m", "m2m_jax.main", f"--config=configs/{config}",
-                         f"--workdir={workdir}", *overrides], cwd=ROOT, env=env,
-                        capture_output=True, text=True, timeout=timeout)
+  proc = cli(f"--config=configs/{config}", f"--workdir={workdir}", *overrides, timeout=timeout,
+             xla=USER_XLA_FLAGS)
   assert proc.returncode == 0, proc.stderr[-3000:]
   with open(os.path.join(workdir, "summary.json")) as f:
     return json.load(f)

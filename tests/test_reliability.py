@@ -135,26 +135,31 @@ def test_pack_and_unpack_keep_every_leaf():
     checkpoint.unpack(arrays, manifest, tree)
 
 
-def _explained(*args: str) -> str:
-  """What the CLI says about the mistake in ``args``: the flags are parsed as main.py parses
-  them (its flag definitions, on a FlagValues of their own, and ``sys.argv``, where
-  config_flags finds the overrides), in this process."""
-  import sys
-
+def _parse(*args: str):
+  """The flags of ``args`` parsed as main.py parses them (its flag definitions, on a FlagValues
+  of their own, and ``sys.argv``, where config_flags finds the overrides), in this process:
+  (argv, the config, loaded), or the exception that parsing or loading raised."""
   from absl import flags
   from ml_collections import config_flags
 
-  from m2m_jax import main
   values = flags.FlagValues()
   config = config_flags.DEFINE_config_file("config", None, "", flag_values=values, lock_config=True)
   flags.DEFINE_string("workdir", None, "", flag_values=values)
   flags.mark_flags_as_required(["config", "workdir"], flag_values=values)
   argv = ["m2m-train", *args]
-  with pytest.MonkeyPatch.context() as patch, pytest.raises(Exception) as error:
+  with pytest.MonkeyPatch.context() as patch:
     patch.setattr(sys, "argv", argv)
     values(argv)
     config.value.keys()
-  message = main.explain(error.value, argv)
+  return argv, config.value
+
+
+def _explained(*args: str) -> str:
+  """What the CLI says about the mistake in ``args`` (parsed by :func:`_parse`)."""
+  from m2m_jax import main
+  with pytest.raises(Exception) as error:
+    _parse(*args)
+  message = main.explain(error.value, ["m2m-train", *args])
   assert message and "\n" not in message and message.endswith((".", "?", "...")), message
   return message
 
@@ -183,18 +188,10 @@ def test_a_bad_override_is_explained_in_one_sentence(args, expected):
 def test_a_tuple_of_another_kind_is_refused_in_one_sentence(override, expected):
   """config_flags reads ``abc`` for a tuple field as ``('abc',)``: main.py compares the kinds
   of its values with the default's before anything is built."""
-  from absl import flags
-  from ml_collections import config_flags
-
   from m2m_jax import main
-  values = flags.FlagValues()
-  config = config_flags.DEFINE_config_file("config", None, "", flag_values=values, lock_config=True)
-  argv = ["m2m-train", "--config=configs/cnn.py", override]
-  with pytest.MonkeyPatch.context() as patch:
-    patch.setattr(sys, "argv", argv)
-    patch.chdir(ROOT)
-    values(argv)
-    message = main.mistyped(config.value, argv)
+  argv, config = _parse(f"--config={os.path.join(ROOT, 'configs', 'cnn.py')}", "--workdir=w",
+                        override)
+  message = main.mistyped(config, argv)
   assert message == expected if expected is None else expected in message
 
 
