@@ -10,7 +10,7 @@ import pathlib
 
 import ml_collections
 
-from m2m_jax import evaluators
+from m2m_jax import configs, evaluators
 from m2m_jax.data import transforms
 from m2m_jax.errors import ConfigError, choose
 from m2m_jax.ops import optim
@@ -18,7 +18,7 @@ from m2m_jax.ops import optim
 DTYPES = ("float32", "bfloat16")
 # Fields that may change between a run and its resumption without invalidating its checkpoint.
 RESUMABLE_FIELDS = ("num_steps", "num_epochs", "log_every", "eval_every", "checkpoint_every",
-                    "keep_checkpoints", "eval_batch_size", "divergence_factor")
+                    "keep_checkpoints", "eval_batch_size", "divergence_factor", "profile_steps")
 
 
 def base() -> ml_collections.ConfigDict:
@@ -52,6 +52,9 @@ def base() -> ml_collections.ConfigDict:
   c.seed = 0
   c.dtype = "float32"         # compute dtype; parameters stay float32
   c.evals = evaluators.default_config()  # name -> {kind, split, every}; m2m_jax.evaluators
+  # (first, last): a jax.profiler trace of steps first..last (numbered from 1, as in
+  # metrics.jsonl) into workdir/tensorboard, for TensorBoard's profile plugin; () for none.
+  c.profile_steps = ()
   return c
 
 
@@ -71,30 +74,35 @@ def presets(preset: str | None, table: dict) -> ml_collections.ConfigDict:
   return table[name]()
 
 
-CONFIG_DIR = pathlib.Path(__file__).resolve().parents[1] / "configs"
+CONFIG_DIR = pathlib.Path(configs.__file__).parent  # configs/ in a checkout, m2m_jax/configs installed
+
+
+def config_path(name: str) -> pathlib.Path:
+  """The file of config ``name`` (``configs/<name>.py``); an unknown name is refused with the
+  list of names."""
+  path = CONFIG_DIR / f"{name}.py"
+  if name.startswith("_") or not path.exists():
+    raise ConfigError(f"no config {name!r}; choose one of: {', '.join(config_names())}.")
+  return path
 
 
 def config_module(name: str):
-  """The module ``configs/<name>.py`` of the repository beside the package."""
-  path = CONFIG_DIR / f"{name}.py"
-  if not path.exists():
-    raise ConfigError(f"no config {name!r} in {CONFIG_DIR}; choose one of: "
-                      f"{', '.join(config_names())}.")
-  spec = importlib.util.spec_from_file_location(f"m2m_configs.{name}", path)
+  """The module of config ``name``, executed afresh."""
+  spec = importlib.util.spec_from_file_location(f"m2m_configs.{name}", config_path(name))
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module
 
 
 def config_names() -> list[str]:
-  """The names of the configs in ``configs/``."""
-  return sorted(p.stem for p in CONFIG_DIR.glob("*.py"))
+  """The names of the configs, one per file of ``configs/``."""
+  return sorted(p.stem for p in CONFIG_DIR.glob("*.py") if not p.stem.startswith("_"))
 
 
 def load(name: str, preset: str | None = None) -> ml_collections.ConfigDict:
-  """``configs/<name>.py``'s ``get_config(preset)``.
+  """Config ``name``'s ``get_config(preset)``: the default preset when ``preset`` is None.
 
-  For notebooks and tests; the CLI takes ``--config=configs/<name>.py[:preset]`` instead.
+  The command line takes the same as ``--config=<name>[:preset]``.
   """
   return config_module(name).get_config(preset)
 
@@ -179,6 +187,11 @@ def validate(config: ml_collections.ConfigDict, num_devices: int) -> None:
   if config.weight_decay and config.optimizer == "adam":
     raise ConfigError(f"weight_decay {config.weight_decay} needs an optimizer that applies "
                       "it: adamw, sgd or momentum (adam takes none).")
+  profile = tuple(config.profile_steps)
+  if profile and not (len(profile) == 2 and all(isinstance(s, int) for s in profile)
+                      and 1 <= profile[0] <= profile[1]):
+    raise ConfigError(f"profile_steps must be (first, last) with 1 <= first <= last, e.g. "
+                      f"(10, 12), or () for no trace; got {profile}.")
   if config.num_steps <= 0 and config.num_epochs <= 0:
     raise ConfigError("set num_steps or num_epochs to a positive number.")
   if transforms.parse(config.transforms) and not getattr(algorithm, "TAKES_TRANSFORMS", False):

@@ -1,4 +1,7 @@
-"""Command line: ``python -m m2m_jax.main --config=configs/<name>.py[:preset] --workdir=DIR``.
+"""Command line: ``python -m m2m_jax.main --config=<name>[:preset] --workdir=DIR``.
+
+The config is named (``--config=cnn:mnist5k``, the configs that ship with the package) or
+given as a file (``--config=configs/cnn.py:mnist5k``, a copy of one edited).
 
 Any config field can be overridden with ``--config.<field>=value``. The console script
 ``m2m-train`` takes the same flags. A mistake on the command line or a bad value ends the run
@@ -15,18 +18,19 @@ import sys
 from absl import app, flags, logging
 from ml_collections import ConfigDict, config_flags
 
-from m2m_jax import train
+from m2m_jax import configlib, train
 from m2m_jax.errors import M2MError
 
 _CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "configs/<name>.py[:preset]; override fields with --config.<field>=value.",
+    "config", None, "<name>[:preset] or a config file, path/to/<name>.py[:preset]; override "
+    "fields with --config.<field>=value.",
     lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and figures.")
 flags.mark_flags_as_required(["config", "workdir"])
 _KINDS = {"int": "an integer", "float": "a number", "str": "a string", "bool": "True or False",
           "tuple": "a tuple, e.g. (1, 2)"}
 _PLURALS = {"int": "integers", "float": "numbers", "str": "strings", "bool": "booleans"}
-_REQUIRED = {"config": "configs/<name>.py[:preset]",
+_REQUIRED = {"config": "a config name or file, e.g. cnn, cnn:mnist5k or configs/cnn.py",
              "workdir": "the directory for checkpoints, metrics and figures"}
 
 
@@ -66,11 +70,25 @@ def _chain(error: BaseException | None):
 
 def _config_file(argv: list[str]) -> tuple[str, str | None] | None:
   """(path, preset) of the last ``--config=`` in ``argv``."""
-  values = [a.split("=", 1)[1] for a in argv if a.startswith("--config=")]
+  values = [a.split("=", 1)[1] for a in named_configs(argv) if a.startswith("--config=")]
   if not values:
     return None
   path, _, preset = values[-1].partition(":")
   return path, preset or None
+
+
+def named_configs(argv: list[str]) -> list[str]:
+  """``argv`` with each ``--config=<name>[:preset]`` given as the file of config ``name``; a
+  value with a ``/`` or ending in ``.py`` is a file already. An unknown name raises
+  :class:`ConfigError` with the list of names."""
+  out = []
+  for arg in argv:
+    value = arg.partition("=")[2]
+    path, colon, preset = value.partition(":")
+    if arg.startswith("--config=") and "/" not in path and not path.endswith(".py"):
+      arg = f"--config={configlib.config_path(path)}{colon}{preset}"
+    out.append(arg)
+  return out
 
 
 def _load(path: str, preset: str | None) -> ConfigDict:
@@ -156,8 +174,8 @@ def explain(error: BaseException, argv: list[str]) -> str | None:
       return f"{e.filename}, line {e.lineno}: {e.msg} (a syntax error in the config file)."
     if isinstance(e, OSError) and "Failed loading config file" in str(e):
       path = _config_file(argv)[0]
-      return (f"config file {path!r} cannot be read ({str(e).splitlines()[-1].strip()}); the "
-              f"configs are configs/<name>.py, one per algorithm.")
+      return (f"config file {path!r} cannot be read ({str(e).splitlines()[-1].strip()}); or "
+              f"name a config: {', '.join(configlib.config_names())}.")
   message = str(error)
   if isinstance(error, (AttributeError, KeyError, TypeError)):
     return _unknown_field(argv)
@@ -176,7 +194,7 @@ def _parse_flags(argv: list[str]) -> list[str]:
   missing flag, a config file with a syntax error) reported in one line instead of a
   traceback."""
   try:
-    return flags.FLAGS(argv)
+    return flags.FLAGS(named_configs(argv))
   except Exception as e:  # noqa: BLE001  (explained in one line, or re-raised)
     message = explain(e, argv)
     if message is None:

@@ -21,6 +21,8 @@ Optional:
   default; see :mod:`m2m_jax.evaluators`) and merged into the metrics of its split.
 - ``figures(config, state, outputs, dataset, outdir)``: writes figures at the end of training.
 - ``validate(config)``: algorithm-specific config checks, raising ``ConfigError``.
+- ``SCHEDULED = True``: it learns at ``optim.schedule(config)`` (the loop logs that learning
+  rate to TensorBoard).
 - ``TAKES_TRANSFORMS = True``: ``config.transforms`` (:mod:`m2m_jax.data.transforms`) may
   transform its training batches. The transforms draw from the step's key, so such a
   ``train_step`` draws its own randomness from ``fold_in(rng, keys.STEP_KEY_OFFSET + j)``.

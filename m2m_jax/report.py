@@ -1,8 +1,12 @@
-"""What a run leaves behind: metrics.jsonl, summary.json, figures, and the progress bar."""
+"""What a run leaves behind: metrics.jsonl, TensorBoard events, summary.json, figures, and the
+progress bar."""
 
+import glob
 import json
+import numbers
 import os
-from typing import Sequence
+import time
+from typing import Callable, Sequence
 
 import numpy as np
 import tqdm
@@ -17,10 +21,12 @@ def figure(*args, **kwargs):
 
 
 class MetricsLog:
-  """``metrics.jsonl``: one JSON object a line with ``step``, ``split`` and metric values."""
+  """``metrics.jsonl``: one JSON object a line with ``step``, ``split`` and metric values; each
+  row goes to ``events`` (TensorBoard) too, once that is set."""
 
   def __init__(self, path: str):
     self.path = path
+    self.events: Events | None = None
 
   def truncate_after(self, step: int, drop_evaluations_at_end: bool = False) -> None:
     """Drops lines logged after ``step`` (a resumed run logs them again, identically), and
@@ -43,6 +49,8 @@ class MetricsLog:
     row = {"step": int(step), "split": split, **{k: _py(v) for k, v in metrics.items()}}
     with open(self.path, "a") as f:
       f.write(json.dumps(row) + "\n")
+    if self.events:
+      self.events.scalars(row)
 
   def read(self) -> list[dict]:
     """All rows logged so far."""
@@ -50,6 +58,57 @@ class MetricsLog:
       return []
     with open(self.path) as f:
       return [json.loads(line) for line in f]
+
+
+class Events:
+  """TensorBoard event files in ``logdir``: the rows of ``metrics.jsonl`` as scalars tagged
+  ``<split>/<metric>``, with each training row the ``learning_rate`` of its step's update
+  (an optax schedule; None: none), the config as text and the final figures as images.
+
+  Written by tensorboardX, which needs neither TensorFlow nor torch. A run resumed at step
+  ``start`` starts a new file that hides, in TensorBoard, every event of the earlier files from
+  ``start`` on (``purge_step``), as ``metrics.jsonl`` drops the rows logged after the
+  checkpoint; ``kept`` are the rows of step ``start`` that it keeps, written again here.
+  """
+
+  def __init__(self, logdir: str, start: int, kept: Sequence[dict] = (),
+               learning_rate: Callable[[int], float] | None = None):
+    from tensorboardX import SummaryWriter  # imported here: it loads protobuf
+    # Files are named by the second they were opened in; the suffix, in nanoseconds, keeps two
+    # opened within one second apart and in order.
+    self.writer = SummaryWriter(logdir, purge_step=start, filename_suffix=f".{time.time_ns()}")
+    self.learning_rate = learning_rate
+    for row in kept:
+      if row["step"] == start:
+        self.scalars(row)
+
+  def scalars(self, row: dict) -> None:
+    """One row of ``metrics.jsonl``: each scalar number as ``<split>/<metric>``."""
+    for name, value in row.items():
+      if name not in ("step", "split") and isinstance(value, numbers.Real):
+        self.writer.add_scalar(f"{row['split']}/{name}", value, row["step"])
+    if self.learning_rate and row["split"] == "train":  # step s applied the (s - 1)-th update
+      self.writer.add_scalar("train/learning_rate", float(self.learning_rate(row["step"] - 1)),
+                             row["step"])
+
+  def text(self, tag: str, text: str, step: int) -> None:
+    """``text`` shown as preformatted (TensorBoard renders markdown)."""
+    self.writer.add_text(tag, "\n".join("    " + line for line in text.splitlines()), step)
+
+  def figures(self, figdir: str, step: int) -> None:
+    """Every PNG in ``figdir`` as an image tagged ``figures/<file name>``."""
+    from PIL import Image
+    for path in sorted(glob.glob(os.path.join(figdir, "*.png"))):
+      with Image.open(path) as image:
+        pixels = np.asarray(image.convert("RGB"))
+      name = os.path.splitext(os.path.basename(path))[0]
+      self.writer.add_image(f"figures/{name}", pixels, step, dataformats="HWC")
+
+  def flush(self) -> None:
+    self.writer.flush()
+
+  def close(self) -> None:
+    self.writer.close()
 
 
 def _py(v):

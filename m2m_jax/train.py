@@ -28,6 +28,7 @@ from m2m_jax import checkpoint, configlib, data, evaluators, parallel, registry,
 from m2m_jax import workdir as workdir_lib
 from m2m_jax.data import transforms
 from m2m_jax.errors import ConfigError, TrainingDiverged
+from m2m_jax.ops import optim
 
 
 @flax.struct.dataclass
@@ -65,6 +66,9 @@ def resolve(config: ml_collections.ConfigDict, dataset: data.Dataset,
     steps_per_epoch = len(dataset.train) // config.batch_size
     config.num_steps = max(1, round(config.num_epochs * steps_per_epoch))
   config.num_classes = dataset.num_classes or 0
+  if config.profile_steps and config.profile_steps[1] > config.num_steps:
+    raise ConfigError(f"profile_steps {tuple(config.profile_steps)} end past the run's last "
+                      f"step, {config.num_steps}.")
   return config
 
 
@@ -127,7 +131,7 @@ def _num_params(state: Any) -> int:
 # The loop's own settings: how often it logs, evaluates and saves, and the evaluation batch.
 # The steps never see them, so changing them (allowed on resume) reuses the compiled steps.
 LOOP_FIELDS = ("log_every", "eval_every", "checkpoint_every", "keep_checkpoints",
-               "eval_batch_size", "evals", "divergence_factor")
+               "eval_batch_size", "evals", "divergence_factor", "profile_steps")
 
 
 def step_config(config: ml_collections.ConfigDict) -> ml_collections.FrozenConfigDict:
@@ -274,6 +278,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, algorit
   if lead:
     report.write_json(os.path.join(workdir, "config.json"), config.to_dict())
   log = report.MetricsLog(os.path.join(workdir, "metrics.jsonl"))
+  tensorboard_dir = os.path.join(workdir, "tensorboard")
 
   def indices(step: int) -> np.ndarray:
     return data.batch_indices(step, num_examples=len(dataset.train), batch_size=batch_size,
@@ -293,6 +298,12 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, algorit
     state, acc, first_loss = saved["state"], saved["acc"], saved["first_loss"]
   if lead:  # rows logged after the checkpoint are written again; so are a finished run's
     log.truncate_after(start, drop_evaluations_at_end=start == total)  # final evaluations
+    log.events = report.Events(
+        tensorboard_dir, start, kept=log.read(),
+        learning_rate=optim.schedule(config) if getattr(algorithm, "SCHEDULED", False) else None)
+    log.events.text("config", config.to_json_best_effort(indent=2), start)
+  first_traced, last_traced = config.profile_steps or (0, 0)
+  tracing = False
 
   compiled = programs(algorithm, config, mesh)
   eval_step = compiled.eval
@@ -324,6 +335,9 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, algorit
   try:  # the progress bar and the checkpoint manager close even when training stops early
     batches = parallel.prefetch(global_batch, range(start, total))
     for step, batch in zip(range(start, total), batches):
+      if lead and step + 1 == first_traced:
+        jax.profiler.start_trace(tensorboard_dir)
+        tracing = True
       t = time.time()
       state, acc = compiled.train(state, acc, batch, train_rng, np.int32(step))
       if sync_each_step or timed_from is None:
@@ -331,6 +345,10 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, algorit
       if timed_from is None:
         compile_time, timed_from = time.time() - t, (time.time(), step + 1)
       done = step + 1
+      if tracing and done == last_traced:
+        jax.block_until_ready(state)
+        jax.profiler.stop_trace()
+        tracing = False
       at_log = done % config.log_every == 0 or done == total
       at_ckpt = done % config.checkpoint_every == 0 or done == total
       if at_log or at_ckpt:
@@ -352,12 +370,18 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, algorit
           if lead:
             log.write(done, split, metrics)
       if at_ckpt:  # last, so that everything logged up to `done` is committed with it
+        if lead:
+          log.events.flush()
         ckpt.save(done, _saved(state, acc, first_loss))
         last_saved = done
       bar.update(1)
     jax.block_until_ready(state)
     train_end = time.time()
   finally:
+    if tracing:
+      jax.profiler.stop_trace()
+    if lead:
+      log.events.flush()
     bar.close()
     ckpt.close()
 
@@ -391,5 +415,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, algorit
     report.plot_curves(log.read(), os.path.join(figdir, "curves.png"))
     if hasattr(algorithm, "figures"):
       algorithm.figures(config, state, outputs, dataset, figdir)
+    log.events.figures(figdir, total)
+    log.events.close()
     report.write_json(os.path.join(workdir, "summary.json"), summary)
   return summary

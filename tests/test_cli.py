@@ -6,10 +6,10 @@ import subprocess
 
 import pytest
 
-from conftest import ROOT, cli
+from conftest import cli
 from m2m_jax import configlib, registry
 
-KMEANS = "--config=configs/kmeans.py"
+KMEANS = "--config=kmeans"  # by name; test_train.py and conftest give files
 
 
 def _refused(result: subprocess.CompletedProcess, *fragments: str) -> None:
@@ -31,7 +31,7 @@ def test_unknown_values_are_named_with_the_choices(tmp_path, override, fragments
 
 
 def test_unknown_preset_is_named(tmp_path):
-  _refused(cli("--config=configs/kmeans.py:huge", f"--workdir={tmp_path}"),
+  _refused(cli("--config=kmeans:huge", f"--workdir={tmp_path}"),
            "unknown preset 'huge'; choose one of: default, iris, minibatch, seed.")
 
 
@@ -57,7 +57,7 @@ def test_workdir_of_another_config_is_refused_and_cadence_changes_are_not(tmp_pa
 def test_console_script_takes_the_same_flags(tmp_path):
   script = shutil.which("m2m-train")
   assert script, "the m2m-train console script is not installed"
-  result = subprocess.run([script, KMEANS, f"--workdir={tmp_path}"], cwd=ROOT,
+  result = subprocess.run([script, KMEANS, f"--workdir={tmp_path}"], cwd=tmp_path,
                           capture_output=True, text=True, timeout=300)
   assert result.returncode == 0, result.stderr
   assert (tmp_path / "summary.json").exists()

@@ -142,6 +142,7 @@ def _parse(*args: str):
   from absl import flags
   from ml_collections import config_flags
 
+  from m2m_jax import main
   values = flags.FlagValues()
   config = config_flags.DEFINE_config_file("config", None, "", flag_values=values, lock_config=True)
   flags.DEFINE_string("workdir", None, "", flag_values=values)
@@ -149,7 +150,7 @@ def _parse(*args: str):
   argv = ["m2m-train", *args]
   with pytest.MonkeyPatch.context() as patch:
     patch.setattr(sys, "argv", argv)
-    values(argv)
+    values(main.named_configs(argv))
     config.value.keys()
   return argv, config.value
 
@@ -198,7 +199,10 @@ def test_a_tuple_of_another_kind_is_refused_in_one_sentence(override, expected):
 def test_missing_flags_and_config_files_are_explained_in_one_sentence(tmp_path):
   assert _explained(KMEANS) == ("--workdir is required: the directory for checkpoints, "
                                 "metrics and figures.")
-  assert _explained("--workdir=w") == "--config is required: configs/<name>.py[:preset]."
+  assert _explained("--workdir=w") == ("--config is required: a config name or file, e.g. cnn, "
+                                       "cnn:mnist5k or configs/cnn.py.")
+  assert _explained("--config=cnnn:mnist5k", "--workdir=w") == (
+      f"no config 'cnnn'; choose one of: {', '.join(configlib.config_names())}.")
   missing = os.path.join(ROOT, "configs", "missing.py")
   assert _explained(f"--config={missing}", "--workdir=w").startswith(
       f"config file '{missing}' cannot be read ([Errno 2] No such file or directory")

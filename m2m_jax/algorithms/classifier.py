@@ -22,6 +22,8 @@ from m2m_jax.algorithms import nets
 from m2m_jax.errors import ConfigError
 from m2m_jax.ops import keys, optim
 
+SCHEDULED = True  # its learning rate follows optim.schedule(config); logged to TensorBoard
+
 TAKES_TRANSFORMS = True  # its own draws (dropout) come from fold_in(rng, STEP_KEY_OFFSET)
 
 

@@ -33,6 +33,8 @@ from m2m_jax.errors import ConfigError, DataError, choose
 from m2m_jax.models.autoencoder import OUTPUTS
 from m2m_jax.ops import color, metrics
 
+SCHEDULED = True  # its learning rate follows optim.schedule(config); logged to TensorBoard
+
 
 def validate(config: ml_collections.ConfigDict) -> None:
   if config.model_name != "colorization_net":

@@ -30,6 +30,8 @@ from m2m_jax.errors import ConfigError, DataError, choose
 from m2m_jax.ops import metrics
 from m2m_jax.ops.keys import EVAL_KEY, image_keys
 
+SCHEDULED = True  # its learning rate follows optim.schedule(config); logged to TensorBoard
+
 NOISES = ("salt_pepper", "pepper", "gaussian")
 
 

@@ -41,6 +41,8 @@ from m2m_jax.ops import diffusion, optim
 from m2m_jax.ops.images import to_image, to_model
 from m2m_jax.ops.keys import EVAL_KEY, SAMPLE_KEY, image_keys
 
+SCHEDULED = True  # its learning rate follows optim.schedule(config); logged to TensorBoard
+
 EVAL_FRACTIONS = (0.1, 0.5, 0.9)  # the fixed test times, as fractions of T
 
 

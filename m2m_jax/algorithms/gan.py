@@ -49,6 +49,8 @@ from m2m_jax.ops import optim
 from m2m_jax.ops.images import to_image, to_model
 from m2m_jax.ops.keys import EVAL_KEY, SAMPLE_KEY, image_keys
 
+SCHEDULED = True  # its learning rate follows optim.schedule(config); logged to TensorBoard
+
 SAMPLE_BATCH = 500
 
 

@@ -50,6 +50,8 @@ from m2m_jax.models import latent_ode as model_lib
 from m2m_jax.ops import distributions, optim
 from m2m_jax.ops.keys import EVAL_KEY, SAMPLE_KEY, hash_keys
 
+SCHEDULED = True  # its learning rate follows optim.schedule(config); logged to TensorBoard
+
 LIKELIHOODS = ("bernoulli", "gaussian")
 
 

@@ -24,6 +24,8 @@ from m2m_jax.algorithms import classifier
 from m2m_jax.errors import ConfigError, DataError, choose
 from m2m_jax.ops import optim
 
+SCHEDULED = True  # its learning rate follows optim.schedule(config); logged to TensorBoard
+
 Params = list[tuple[jax.Array, jax.Array]]
 
 

@@ -23,6 +23,8 @@ from m2m_jax.algorithms import nets
 from m2m_jax.errors import ConfigError, DataError
 from m2m_jax.ops import segmentation as seg
 
+SCHEDULED = True  # its learning rate follows optim.schedule(config); logged to TensorBoard
+
 TAKES_TRANSFORMS = True  # its train step draws nothing of its own
 
 NUM_FIGURE_IMAGES = 8

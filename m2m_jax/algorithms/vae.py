@@ -44,6 +44,8 @@ from m2m_jax.ops.distributions import (bernoulli_entropy, bernoulli_log_likeliho
                                        gaussian_log_likelihood, reparameterise)
 from m2m_jax.ops.keys import EVAL_KEY, SAMPLE_KEY, image_keys
 
+SCHEDULED = True  # its learning rate follows optim.schedule(config); logged to TensorBoard
+
 LIKELIHOODS = ("bernoulli", "gaussian")
 ACTIVE = 0.01          # a latent unit is active when Var_x E_q[z_j | x] exceeds this
 
