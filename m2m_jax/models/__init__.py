@@ -3,11 +3,12 @@
 ``get(name)`` returns the module class registered under ``name`` (``'mlp'``, ``'cnn'``,
 ``'simple_cnn'``, ``'linear'``, ``'resnet'``, ``'resnet18'``, ``'resnet20'``, ``'resnet34'``,
 ``'resnet50'``, ``'unet'``, ``'colorization_net'``, ``'denoising_ae'``, ``'vae'``, ``'ddpm_unet'``,
-``'dcgan'``, ``'latent_ode'``).
+``'dcgan'``, ``'latent_ode'``, ``'vit'``).
 """
 
 from m2m_jax.errors import choose
-from m2m_jax.models import autoencoder, cnn, ddpm_unet, gan, latent_ode, mlp, resnet, unet, vae
+from m2m_jax.models import (autoencoder, cnn, ddpm_unet, gan, latent_ode, mlp, resnet, unet, vae,
+                            vit)
 
 MODELS = {
     "mlp": mlp.MLP,
@@ -26,6 +27,7 @@ MODELS = {
     "vae": vae.VAE,
     "ddpm_unet": ddpm_unet.DDPMUNet,
     "dcgan": gan.DCGAN,
+    "vit": vit.ViT,
 }
 
 
