@@ -2,19 +2,18 @@
 
 Presets (held-out split; negative ELBO in nats per sequence, summed over the sequence's
 observed frames, from one sample of z0; interpolation / extrapolation MSE per value of the
-prediction from z0 = mu, beside the nearest observed frame's; measured with jax 0.10.2 on the
-idle 2 CPU cores on 2026-12-02, the judge cached; the rotating digits' metrics measured again
-on 2026-12-07, the prior samples drawn from the shared SAMPLE_KEY, the times are the first's):
+prediction from z0 = mu, beside the nearest observed frame's; measured with jax 0.10.2 on 2
+CPU cores (Intel Xeon, AVX-512) on 2026-12-07 by tools/results.py, the judge cached):
   default  rotating_digits: the 5,000 mnist5k digits (4,000 / 1,000) at 28x28, each rotated
            through 10 angles 36 degrees apart (one turn) at t = 0, 1/9, ..., 1; frames 0..6
            observed but frame 3, frames 7..9 extrapolated. The original's sizes (589,104
            parameters; f reads z only, see below), GRU run backwards in time, RK4 one step a
            frame interval, Adam 2e-3 cosine, batch 64, 15 epochs (930 steps):
-           neg ELBO 844.7 per sequence of 6 observed frames (recon 798.3 + KL 46.4; 140.8 a
-           frame), interpolation MSE 0.0359 (nearest frame 0.0954), extrapolation MSE 0.0610
+           neg ELBO 846.1 per sequence of 6 observed frames (recon 799.7 + KL 46.4; 141.0 a
+           frame), interpolation MSE 0.0361 (nearest frame 0.0954), extrapolation MSE 0.0610
            (0.1137); MNIST FD of the first frames of 1,000 sequences drawn from the prior
-           416.7 (judge confidence 0.70, 8 classes; real test digits 2.78, see
-           m2m_jax/algorithms/sample_quality.py); 82 s.
+           413.2 (judge confidence 0.70, 8 classes; real test digits 2.78, see
+           m2m_jax/algorithms/sample_quality.py); 59 s.
   spirals  the latent-ODE paper's noisy 2-D spirals (800 / 200; 100 points, noise 0.3): 60
            points observed but 6 (every 10th from 5), 40 extrapolated. As torchdiffeq's example:
            latent 4, recognition on raw points run backwards with 25 units (a GRU here, a plain
@@ -22,16 +21,16 @@ on 2026-12-07, the prior samples drawn from the shared SAMPLE_KEY, the times are
            (2,659 parameters); Adam 1e-2 cosine, batch 100, 100 epochs (800 steps): neg ELBO
            62.9 per sequence of 54 observed points (recon 42.0 + KL 20.9), interpolation MSE
            0.118 (nearest point 0.193; the noise alone gives 0.09), extrapolation MSE 3.76
-           (5.03); 56 s.
+           (5.03); 39 s.
   ode_rnn  the default with an ODE-RNN recognition network (Rubanova et al. 2019): the hidden
            state follows dh/dt = g(h) (128->128->128->128, tanh) between frames, then a GRU
-           update (638,640 parameters): neg ELBO 840.3 (recon 793.4 + KL 46.9), interpolation
-           MSE 0.0364, extrapolation MSE 0.0584; MNIST FD 431.0 (confidence 0.71, 8 classes);
-           116 s.
+           update (638,640 parameters): neg ELBO 841.3 (recon 794.9 + KL 46.5), interpolation
+           MSE 0.0365, extrapolation MSE 0.0579; MNIST FD 430.8 (confidence 0.72, 8 classes);
+           77 s.
   adjoint  the spirals with adaptive Tsit5 (rtol 1e-3, atol 1e-4) and adjoint gradients
-           (diffrax.BacksolveAdjoint): neg ELBO 62.9, interpolation MSE 0.118, extrapolation
-           MSE 3.76, the spirals' numbers to three digits (one RK4 step an interval is already
-           accurate here), at 3.8 times the time: 214 s.
+           (diffrax.BacksolveAdjoint): neg ELBO 62.95, interpolation MSE 0.1186, extrapolation
+           MSE 3.765, within 0.1% of the spirals' (one RK4 step an interval is already accurate
+           here), at 4.6 times the time: 177 s.
   seed     the original on tfds MNIST (needs the dataset prepared; not measured here): every
            train image rotated on the fly through 0, 72, ..., 288 degrees at t = linspace(0, 1,
            5), all 5 frames observed, GRU forwards in time, f on [z; t], RK4 one step a frame,

@@ -4,11 +4,13 @@ The cells run in this process, in an IPython shell of their own (a fresh namespa
 and display of a notebook kernel): a kernel of its own would import jax and m2m_jax again for
 every notebook, and compile again programs this test worker already holds. After each cell
 every open pyplot figure is drawn, as the kernel's inline backend would, so a figure that
-cannot be drawn fails the test, and then closed.
+cannot be drawn fails the test, and then closed. Each opens with the Colab install cell
+(``tools/colab.py``), which must install nothing here, where m2m_jax imports: pip is never run.
 """
 
 import glob
 import os
+import subprocess
 
 import matplotlib
 import nbformat
@@ -39,6 +41,11 @@ def test_notebook_runs(path, tmp_path, monkeypatch):
   monkeypatch.setenv("M2M_SMALL", "1")
   monkeypatch.setenv("M2M_NO_PROGRESS", "1")
   monkeypatch.chdir(tmp_path)
+
+  def no_install(args, *_, **__):
+    raise AssertionError(f"the notebook ran {args}, though m2m_jax is installed")
+
+  monkeypatch.setattr(subprocess, "run", no_install)
   config = Config()
   config.HistoryManager.enabled = False
   shell = InteractiveShell(config=config)
