@@ -5,6 +5,7 @@ import glob
 import json
 import numbers
 import os
+import sys
 import time
 from typing import Callable, Sequence
 
@@ -73,7 +74,7 @@ class Events:
 
   def __init__(self, logdir: str, start: int, kept: Sequence[dict] = (),
                learning_rate: Callable[[int], float] | None = None):
-    from tensorboardX import SummaryWriter  # imported here: it loads protobuf
+    SummaryWriter = _summary_writer()
     # Files are named by the second they were opened in; the suffix, in nanoseconds, keeps two
     # opened within one second apart and in order.
     self.writer = SummaryWriter(logdir, purge_step=start, filename_suffix=f".{time.time_ns()}")
@@ -109,6 +110,21 @@ class Events:
 
   def close(self) -> None:
     self.writer.close()
+
+
+def _summary_writer():
+  """tensorboardX's SummaryWriter, imported without torch: tensorboardX imports torch where it
+  is installed (1 to 2 s) only to accept torch tensors, and m2m_jax hands it numbers and numpy
+  arrays. Where torch is already imported, it is left as it is."""
+  if "tensorboardX" in sys.modules or "torch" in sys.modules:
+    from tensorboardX import SummaryWriter
+    return SummaryWriter
+  sys.modules["torch"] = None  # `import torch` raises ImportError while this holds
+  try:
+    from tensorboardX import SummaryWriter
+  finally:
+    del sys.modules["torch"]
+  return SummaryWriter
 
 
 def _py(v):

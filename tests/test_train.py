@@ -105,14 +105,14 @@ def test_killed_run_resumes_to_the_same_numbers(tmp_path):
 
 
 def test_bfloat16_computes_in_bf16_and_keeps_float32_parameters(tmp_path):
-  config = _short_cnn(dtype="bfloat16", num_steps=200)
+  config = _short_cnn(dtype="bfloat16", num_steps=100)
   config.num_classes = 10
   batch = {"x": np.zeros((2, 16, 16, 1), np.float32), "y": np.array([0, 9], np.int32)}
   state = classifier.init(config, jax.random.key(0), batch)
   assert {p.dtype for p in jax.tree.leaves(state.params)} == {jnp.dtype("float32")}
   assert state.apply_fn({"params": state.params}, batch["x"]).dtype == jnp.bfloat16
-  summary = train.train_and_evaluate(_short_cnn(dtype="bfloat16", num_steps=200), str(tmp_path))
-  assert summary["dtype"] == "bfloat16" and summary["test"]["accuracy"] >= 0.9
+  summary = train.train_and_evaluate(config, str(tmp_path))
+  assert summary["dtype"] == "bfloat16" and summary["test"]["accuracy"] >= 0.9  # 0.939
 
 
 def test_nan_inside_the_compiled_step_stops_the_run(tmp_path, monkeypatch):

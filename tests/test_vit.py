@@ -39,9 +39,10 @@ def test_the_seeds_vit_has_its_published_size():
   assert params["block0"]["attention"]["query"]["kernel"].shape == (100, 4, 100)  # full width
 
 
-@pytest.mark.parametrize("pool", vit.POOLS)
-@pytest.mark.parametrize("posemb", vit.POSEMBS)
-@pytest.mark.parametrize("shape,patch", [((32, 32, 3), 4), ((28, 28, 1), 7), ((16, 24, 1), 8)])
+@pytest.mark.parametrize("pool,posemb,shape,patch", [
+    ("gap", "learn", (32, 32, 3), 4), ("tok", "sincos2d", (28, 28, 1), 7),
+    ("map", "learn", (16, 24, 1), 8), ("tok", "learn", (16, 24, 1), 4),
+    ("map", "sincos2d", (32, 32, 3), 8), ("gap", "sincos2d", (28, 28, 1), 14)])
 def test_shapes(pool, posemb, shape, patch):
   model = _small(pool_type=pool, posemb=posemb, patch_size=patch)
   x = jax.random.uniform(jax.random.key(1), (3, *shape))
