@@ -34,11 +34,12 @@ def test_a_wheel_installed_elsewhere_loads_every_config_by_name_and_trains(tmp_p
   subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
                   "-q", "-w", str(wheels), str(source)], check=True, capture_output=True)
   # The dependencies come from this environment; m2m_jax only from the wheel.
-  subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
+  subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip",
+                  str(venv)], check=True)
   python = str(venv / "bin" / "python")
   (wheel,) = wheels.glob("m2m_jax-*.whl")
-  subprocess.run([python, "-m", "pip", "install", "-q", "--no-deps", "--no-index", str(wheel)],
-                 check=True, capture_output=True)
+  subprocess.run([sys.executable, "-m", "pip", "--python", python, "install", "-q", "--no-deps",
+                  "--no-index", str(wheel)], check=True, capture_output=True)
   env = dict(os.environ, XLA_FLAGS=XLA_OPTIMIZATION, M2M_NO_PROGRESS="1")
   listed = subprocess.run(
       [python, "-c", "import json, m2m_jax; from m2m_jax import configlib; print(json.dumps("
