@@ -13,6 +13,7 @@ from m2m_jax import configlib, data, train
 from m2m_jax.algorithms import denoise
 from m2m_jax.errors import ConfigError, DataError
 from m2m_jax.models.autoencoder import ColorizationNet, DenoisingAE
+from m2m_jax.models.layers import num_params
 from m2m_jax.ops import color, metrics
 
 # sRGB -> CIE Lab (D65), worked by hand from the formulas in m2m_jax/ops/color.py.
@@ -103,15 +104,10 @@ def test_denoising_ae_output_is_an_image():
   assert 0 <= y.min() and y.max() <= 1 and y.std() > 0
 
 
-def _num_params(model, shape):
-  variables = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros(shape))
-  return sum(int(np.prod(p.shape)) for p in jax.tree.leaves(variables["params"]))
-
-
 def test_original_sizes():
-  assert _num_params(ColorizationNet(width=64, output="rgb"), (1, 32, 32, 1)) == 15_006_723
-  assert _num_params(DenoisingAE(), (1, 32, 32, 3)) == 741_379  # code 4x4x256 = 4,096 > 3,072
-  assert _num_params(DenoisingAE(bottleneck=16), (1, 32, 32, 3)) < 741_379
+  assert num_params(ColorizationNet(width=64, output="rgb"), (1, 32, 32, 1)) == 15_006_723
+  assert num_params(DenoisingAE(), (1, 32, 32, 3)) == 741_379  # code 4x4x256 = 4,096 > 3,072
+  assert num_params(DenoisingAE(bottleneck=16), (1, 32, 32, 3)) < 741_379
 
 
 def test_bad_input_is_refused():

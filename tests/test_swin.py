@@ -11,7 +11,7 @@ import pytest
 
 from m2m_jax.errors import ConfigError
 from m2m_jax.models import swin
-from m2m_jax.models.vit import num_params
+from m2m_jax.models.layers import num_params
 
 
 def _seed_swin(**overrides):
@@ -21,11 +21,12 @@ def _seed_swin(**overrides):
 
 
 def test_swin_t_has_torchvisions_parameter_count():
-  assert num_params(swin.SwinTransformer(num_classes=1000, variant="T"), (224, 224, 3)) == 28_288_354
+  swin_t = swin.SwinTransformer(num_classes=1000, variant="T")
+  assert num_params(swin_t, (1, 224, 224, 3)) == 28_288_354
 
 
 def test_the_seeds_swin_has_its_published_size():
-  assert num_params(_seed_swin(), (32, 32, 1)) == 135_282  # "about 135k" in REFERENCE.md
+  assert num_params(_seed_swin(), (1, 32, 32, 1)) == 135_282  # "about 135k" in REFERENCE.md
 
 
 @pytest.mark.parametrize("height,width,window,shift", [(4, 4, 2, 1), (8, 8, 4, 2), (6, 9, 3, 1),

@@ -8,6 +8,7 @@ import pytest
 
 from m2m_jax.errors import ConfigError, DataError
 from m2m_jax.models import vit
+from m2m_jax.models.layers import num_params
 
 
 def _small(**overrides):
@@ -23,10 +24,10 @@ def test_parameter_counts_are_torchvisions(variant, count):
     return vit.ViT(num_classes=1000, variant=variant, pool_type="tok", posemb="learn",
                    cls_posemb=cls_posemb)
 
-  assert vit.num_params(model(True), (224, 224, 3)) == count
+  assert num_params(model(True), (1, 224, 224, 3)) == count
   # big_vision's order: the class token gets no position embedding, one row of D fewer.
   width = vit.VARIANTS[variant[0]][0]
-  assert vit.num_params(model(False), (224, 224, 3)) == count - width
+  assert num_params(model(False), (1, 224, 224, 3)) == count - width
 
 
 def test_the_seeds_vit_has_its_published_size():
@@ -34,7 +35,7 @@ def test_the_seeds_vit_has_its_published_size():
   about 615k parameters, as REFERENCE.md reports."""
   model = vit.ViT(num_classes=10, patch_size=4, width=100, depth=3, mlp_dim=200, num_heads=4,
                   block="seed", pool_type="tok", cls_posemb=True, head_zeroinit=False)
-  assert vit.num_params(model, (32, 32, 3)) == 618_510
+  assert num_params(model, (1, 32, 32, 3)) == 618_510
   params = model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))["params"]
   assert params["block0"]["attention"]["query"]["kernel"].shape == (100, 4, 100)  # full width
 

@@ -1,11 +1,12 @@
-"""Building blocks shared by the model families: input checks, normalisation layers and the
-transformer's parts (patch embedding, MLP block, stochastic depth, pre-norm encoder block).
+"""Building blocks shared by the model families: input checks, parameter counts, normalisation
+layers and the transformer's parts (patch embedding, MLP block, stochastic depth, pre-norm encoder block).
 
 Every model file takes these from here rather than from another family's file, so that a
 change to, say, BatchNorm's momentum is one change everywhere.
 """
 
 import functools
+import math
 
 import flax.linen as nn
 import jax
@@ -26,6 +27,13 @@ def check_images(x: jnp.ndarray, channels: int | None, multiple: int, model: str
   if h % multiple or w % multiple:
     raise DataError(f"{model} halves its input {multiple.bit_length() - 1} times, so height "
                     f"and width must be multiples of {multiple}; got {h}x{w}.")
+
+
+def num_params(model: nn.Module, input_shape: tuple[int, ...]) -> int:
+  """The number of parameters of ``model`` for inputs of ``input_shape`` (batch first),
+  counted from shapes alone: ``init`` is traced, nothing is allocated."""
+  shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros(input_shape)))
+  return sum(math.prod(v.shape) for v in jax.tree.leaves(shapes["params"]))
 
 
 def batch_norm(train: bool, dtype: jnp.dtype, **kwargs):

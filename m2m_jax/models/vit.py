@@ -19,7 +19,6 @@ block (post-norm, every head of the full width D, ReLU MLP, no final LayerNorm) 
 """
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -211,10 +210,3 @@ class ViT(nn.Module):
     self.sow("intermediates", "features", pooled)
     init = nn.initializers.zeros if self.head_zeroinit else nn.initializers.lecun_normal()
     return nn.Dense(self.num_classes, kernel_init=init, dtype=self.dtype, name="head")(pooled)
-
-
-def num_params(model: nn.Module, image_shape: tuple[int, int, int]) -> int:
-  """The number of parameters of ``model`` for images of ``image_shape`` (H, W, C), counted
-  from shapes alone (nothing is allocated)."""
-  shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, *image_shape))))
-  return sum(int(np.prod(v.shape)) for v in jax.tree.leaves(shapes["params"]))
