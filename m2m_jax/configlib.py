@@ -109,8 +109,9 @@ def load(name: str, preset: str | None = None) -> ml_collections.ConfigDict:
 
 # Fields of ``config.model`` that set a network's width or depth, and ``tiny``'s cap for each.
 TINY_WIDTHS = {"features": 8, "dense": 16, "width": 4, "widths": 8, "hidden": 16, "base": 4,
-               "latent_dim": 8, "encoder_widths": 16, "dynamics_widths": 16, "decoder_widths": 16}
-TINY_DEPTHS = {"stage_sizes": 1, "blocks": 1, "max_depth": 3}
+               "latent_dim": 8, "encoder_widths": 16, "dynamics_widths": 16, "decoder_widths": 16,
+               "embed_dim": 8, "mlp_dim": 16, "num_heads": 2}
+TINY_DEPTHS = {"stage_sizes": 1, "blocks": 1, "max_depth": 3, "depth": 1, "depths": 1}
 
 
 def tiny(config: ml_collections.ConfigDict, steps: int = 4) -> ml_collections.ConfigDict:
@@ -118,8 +119,8 @@ def tiny(config: ml_collections.ConfigDict, steps: int = 4) -> ml_collections.Co
 
   ``steps`` training steps (a checkpoint and an evaluation every 2; one-step fits keep their
   one step), batches of at most 16 and evaluation batches of 16 examples, 64 training and 32
-  test examples spread over each split, widths and depths of ``config.model`` capped
-  (``TINY_WIDTHS``, ``TINY_DEPTHS``: trees of depth 3 at most; GroupNorm at 2 groups),
+  test examples spread over each split, widths, attention heads and depths of ``config.model``
+  capped (``TINY_WIDTHS``, ``TINY_DEPTHS``: trees of depth 3 at most; GroupNorm at 2 groups),
   ``steps`` trees for the ensembles, 10 diffusion steps, and no sample judging. The algorithm,
   the model's layout, the dataset's format and every other setting are kept.
   """

@@ -50,6 +50,7 @@ import pytest
 
 from conftest import ONE_STEP, ROOT, SESSION_DIR, checkpoint_data_file, scribble, xla_flags
 from m2m_jax import configlib, data, registry, report, train
+from m2m_jax.data import transforms
 from m2m_jax.errors import CheckpointError, ConfigError, M2MError, TrainingDiverged
 
 MOCK_TFDS_EXAMPLES = 64  # a split, for the mock_tfds fixture of conftest
@@ -180,6 +181,14 @@ def _shapes(tree):
   return jax.tree.map(lambda x: (jnp.shape(x), jnp.result_type(x)), tree)
 
 
+def _transformed(spec: str, batch: dict, config) -> dict:
+  """``batch`` as the loop's step transforms it by ``spec`` (nothing to do without one)."""
+  pp = transforms.parse(spec)
+  if not pp:
+    return batch
+  return jax.jit(lambda b: pp(jax.random.key(0), b, config.get("num_classes", 0)))(batch)
+
+
 @pytest.mark.parametrize("name,preset,tfds", TRACED)
 def test_preset_traces(name, preset, tfds, tmp_path, request):
   config = _preset(name, preset, tfds, tmp_path, request)
@@ -190,7 +199,8 @@ def test_preset_traces(name, preset, tfds, tmp_path, request):
   dataset = data.load(config.dataset, **config.data)
   config = train.resolve(config, dataset)
   steps = train.step_config(config)
-  batch = dataset.train[train.first_batch(config, dataset)]
+  batch = _transformed(config.get("transforms", ""),
+                       dataset.train[train.first_batch(config, dataset)], config)
   try:  # the networks' initialisers trace; the trees read their data on the host
     state = jax.eval_shape(lambda rng: algorithm.init(config, rng, batch), jax.random.key(0))
   except jax.errors.TracerArrayConversionError:
@@ -200,7 +210,8 @@ def test_preset_traces(name, preset, tfds, tmp_path, request):
   assert jax.tree.structure(new_state) == jax.tree.structure(state)
   assert _shapes(new_state) == _shapes(state)
   assert metrics and all(jnp.shape(v) == () for v in metrics.values()), metrics
-  test_batch = dataset.test[np.arange(config.eval_batch_size)]
+  test_batch = _transformed(config.get("eval_transforms", ""),
+                            dataset.test[np.arange(config.eval_batch_size)], config)
   outputs = jax.eval_shape(functools.partial(algorithm.eval_step, steps), state, test_batch)
   assert outputs and all(v.shape[0] == config.eval_batch_size for v in outputs.values())
 
