@@ -10,6 +10,10 @@ ELBO with a fresh reparameterisation noise; backward, step) on
 ``--repeats`` runs of ``--steps`` steps, JAX and PyTorch repeats interleaved so that load from
 other processes hits both alike.
 
+Models: ``mlp``, ``cnn28``, ``cnn16``, ``simple_cnn``, ``resnet20``, ``unet``, ``vae``, ``vit``
+(the ``mnist5k`` preset of configs/vit.py on 28x28x1) and ``swin`` (the seed notebook's Swin on
+32x32x1).
+
   python bench/train_step.py [--batch-size 128] [--models mlp cnn28] [--json results.json]
 """
 
@@ -32,6 +36,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from m2m_jax import configlib, registry
+from m2m_jax.models.swin import relative_position_index, window_attention_mask
+from m2m_jax.models.vit import posemb_sincos_2d
 
 NUM_CLASSES = 10
 LEARNING_RATE = 1e-3
@@ -171,6 +177,140 @@ class TorchVAE(nn.Module):
     return (recon + kl).mean()
 
 
+class TorchAttention(nn.Module):
+  """Multi-head self-attention on tokens (..., N, D), heads of width D / h: one qkv projection
+  with biases (laid out q, k, v, then heads, as m2m_jax's WindowAttention), scaled dot-product
+  attention plus an optional additive bias (..., h, N, N), an output projection with bias."""
+
+  def __init__(self, width: int, heads: int):
+    super().__init__()
+    self.heads = heads
+    self.qkv = nn.Linear(width, 3 * width)
+    self.proj = nn.Linear(width, width)
+
+  def forward(self, x, bias=None):
+    *lead, n, d = x.shape
+    q, k, v = (t.transpose(-2, -3) for t in  # each (..., h, N, D / h)
+               self.qkv(x).view(*lead, n, 3, self.heads, d // self.heads).unbind(-3))
+    y = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+    return self.proj(y.transpose(-2, -3).reshape(*lead, n, d))
+
+
+def torch_mlp_block(width: int, hidden: int) -> nn.Module:
+  """m2m_jax.models.layers.MlpBlock: dense -> GELU (exact) -> dense."""
+  return nn.Sequential(nn.Linear(width, hidden), nn.GELU(), nn.Linear(hidden, width))
+
+
+class TorchEncoderBlock(nn.Module):
+  """m2m_jax.models.layers.EncoderBlock (pre-norm): x + MHA(LN(x)), then x + MLP(LN(x)); the
+  LayerNorms' epsilon is flax's default 1e-6."""
+
+  def __init__(self, width: int, heads: int, mlp_dim: int):
+    super().__init__()
+    self.norm1, self.norm2 = nn.LayerNorm(width, eps=1e-6), nn.LayerNorm(width, eps=1e-6)
+    self.attention = TorchAttention(width, heads)
+    self.mlp = torch_mlp_block(width, mlp_dim)
+
+  def forward(self, x):
+    x = x + self.attention(self.norm1(x))
+    return x + self.mlp(self.norm2(x))
+
+
+class TorchViT(nn.Module):
+  """m2m_jax.models.vit.ViT with pool_type 'gap' and posemb 'sincos2d': p x p patch conv ->
+  tokens row-major + the fixed sin-cos embedding (a buffer) -> pre-norm blocks -> LN -> mean
+  over tokens -> dense (zero-initialised, head_zeroinit)."""
+
+  def __init__(self, channels: int, side: int, patch: int, width: int, depth: int, heads: int,
+               mlp_dim: int):
+    super().__init__()
+    self.embedding = nn.Conv2d(channels, width, patch, patch)
+    pos = posemb_sincos_2d(side // patch, side // patch, width)
+    self.register_buffer("pos", torch.from_numpy(pos).float())
+    self.blocks = nn.Sequential(*(TorchEncoderBlock(width, heads, mlp_dim) for _ in range(depth)))
+    self.norm = nn.LayerNorm(width, eps=1e-6)
+    self.head = nn.Linear(width, NUM_CLASSES)
+    nn.init.zeros_(self.head.weight)
+    nn.init.zeros_(self.head.bias)
+
+  def forward(self, x):
+    x = self.embedding(x).flatten(2).transpose(1, 2) + self.pos  # (B, N, D), row-major
+    return self.head(self.norm(self.blocks(x)).mean(1))
+
+
+class TorchSwinBlock(nn.Module):
+  """m2m_jax.models.swin.SwinBlock on a token map (B, H, W, C): x + unshift(W-MSA(shift(LN(x))))
+  with the relative position bias (and the shifted windows' mask), then x + MLP(LN(x))."""
+
+  def __init__(self, side: int, width: int, heads: int, window: int, shift: int,
+               mlp_ratio: float):
+    super().__init__()
+    self.window, self.shift = window, shift
+    self.norm1, self.norm2 = nn.LayerNorm(width), nn.LayerNorm(width)
+    self.attention = TorchAttention(width, heads)
+    self.table = nn.Parameter(nn.init.trunc_normal_(torch.empty((2 * window - 1) ** 2, heads),
+                                                    std=0.02))
+    self.register_buffer("index", torch.from_numpy(relative_position_index(window)).long())
+    mask = window_attention_mask(side, side, window, shift)  # (nW, w^2, w^2), True: allowed
+    self.register_buffer("mask", torch.zeros(mask.shape).masked_fill(
+        torch.from_numpy(~mask), -math.inf)[:, None] if shift else None)
+    self.mlp = torch_mlp_block(width, int(width * mlp_ratio))
+
+  def forward(self, x):
+    b, h, w, c = x.shape
+    s, n = self.shift, self.window
+    y = torch.roll(self.norm1(x), (-s, -s), (1, 2))
+    y = y.view(b, h // n, n, w // n, n, c).transpose(2, 3).reshape(b, -1, n * n, c)
+    bias = self.table[self.index].permute(2, 0, 1)  # (heads, w^2, w^2)
+    y = self.attention(y, bias if self.mask is None else bias + self.mask)
+    y = y.view(b, h // n, w // n, n, n, c).transpose(2, 3).reshape(b, h, w, c)
+    x = x + torch.roll(y, (s, s), (1, 2))
+    return x + self.mlp(self.norm2(x))
+
+
+class TorchPatchMerging(nn.Module):
+  """m2m_jax.models.swin.PatchMerging: 2 x 2 neighbours concatenated (4C) in JAX's order, LN,
+  linear 4C -> 2C without bias."""
+
+  def __init__(self, width: int):
+    super().__init__()
+    self.norm = nn.LayerNorm(4 * width)
+    self.reduction = nn.Linear(4 * width, 2 * width, bias=False)
+
+  def forward(self, x):
+    x = torch.cat([x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 1::2]], -1)
+    return self.reduction(self.norm(x))
+
+
+class TorchSwin(nn.Module):
+  """m2m_jax.models.swin.SwinTransformer on square images: p x p patch conv -> LN -> stages of
+  blocks alternating plain and shifted windows, patch merging between stages -> LN -> mean
+  pool -> dense. Where a stage's map is not larger than the window, the window is the whole
+  map and nothing shifts (SwinTransformer.windows); LayerNorm epsilons are 1e-5."""
+
+  def __init__(self, channels: int, side: int, patch: int, dim: int, depths: Sequence[int],
+               heads: Sequence[int], window: int, mlp_ratio: float = 4.0):
+    super().__init__()
+    self.embedding = nn.Conv2d(channels, dim, patch, patch)
+    self.embedding_norm = nn.LayerNorm(dim)
+    layers: list[nn.Module] = []
+    side //= patch
+    for stage, (depth, stage_heads) in enumerate(zip(depths, heads)):
+      if stage:
+        layers.append(TorchPatchMerging(dim))
+        side, dim = side // 2, dim * 2
+      n, shift = (side, 0) if side <= window else (window, window // 2)
+      layers += [TorchSwinBlock(side, dim, stage_heads, n, shift if j % 2 else 0, mlp_ratio)
+                 for j in range(depth)]
+    self.stages = nn.Sequential(*layers)
+    self.norm = nn.LayerNorm(dim)
+    self.head = nn.Linear(dim, NUM_CLASSES)
+
+  def forward(self, x):
+    x = self.embedding_norm(self.embedding(x).permute(0, 2, 3, 1))  # (B, H, W, C)
+    return self.head(self.norm(self.stages(x)).mean((1, 2)))
+
+
 def specs(mlp_in: int, mlp_hidden: tuple[int, ...]) -> dict[str, Spec]:
   """Every benchmarked model by its name on the command line."""
   return {
@@ -183,6 +323,14 @@ def specs(mlp_in: int, mlp_hidden: tuple[int, ...]) -> dict[str, Spec]:
                    lambda: TorchUNet(1, (16, 32, 64)), "segmentation"),
       "vae": Spec("vae", {"widths": (32, 64, 128), "latent": 20}, (32, 32, 3),
                   lambda: TorchVAE(3, (32, 64, 128), 20, 32), "vae"),
+      "vit": Spec("vit", {"patch_size": 4, "width": 64, "depth": 4, "num_heads": 4, "mlp_dim": 128,
+                          "pool_type": "gap", "posemb": "sincos2d", "dropout": 0.0,
+                          "drop_path_rate": 0.0}, (28, 28, 1),
+                  lambda: TorchViT(1, 28, 4, 64, 4, 4, 128)),
+      "swin": Spec("swin", {"patch_size": 4, "embed_dim": 32, "depths": (2, 2),
+                            "num_heads": (2, 2), "window_size": 2, "drop_path_rate": 0.0,
+                            "use_mask": True}, (32, 32, 1),
+                   lambda: TorchSwin(1, 32, 4, 32, (2, 2), (2, 2), 2)),
   }
 
 

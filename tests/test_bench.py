@@ -9,7 +9,7 @@ import sys
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MODELS = {"mlp", "cnn28", "cnn16", "simple_cnn", "resnet20", "unet", "vae"}
+MODELS = {"mlp", "cnn28", "cnn16", "simple_cnn", "resnet20", "unet", "vae", "vit", "swin"}
 FIELDS = ("jax_examples_per_s", "torch_examples_per_s", "ratio_jax_over_torch", "jax_compile_s")
 CLASSIC = {("linear_regression", "least_squares", "LinearRegression"),
            ("linear_regression", "ridge", "Ridge"), ("linear_regression", "lasso", "Lasso"),
@@ -95,3 +95,18 @@ def test_quick_trees_benchmark(estimators, tmp_path):
     assert r["jax_steady_compiles"] == 0, (r["estimator"], r["jax_steady_compiled"])
     assert r["estimator"] in result.stdout
   assert "FAILED" not in result.stdout
+
+
+def test_accelerator_benchmark_quick(tmp_path):
+  """bench/accelerator.py --quick (tiny models of both families at 32x32, on the CPU): each row
+  has a positive speed and XLA's forward FLOP count; MFU only for a chip of known peak."""
+  sys.path.insert(0, os.path.join(ROOT, "bench"))
+  try:
+    import accelerator
+  finally:
+    sys.path.pop(0)
+  rows = accelerator.main(["--quick", "--json", str(tmp_path / "a.json")])["results"]
+  assert [r["model"] for r in rows] == ["vit:b16", "swin:swin_t"]
+  for r in rows:
+    assert r["images_per_s"] > 0 and r["forward_gflops_per_image"] > 0 and r["mfu"] is None
+  assert json.loads((tmp_path / "a.json").read_text())["results"] == rows
