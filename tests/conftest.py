@@ -145,3 +145,43 @@ def scribble(path: str) -> None:
   with open(path, "r+b") as f:
     f.seek(max(size // 2 - 32, 0))
     f.write(np.random.default_rng(0).bytes(64))
+
+
+def openai_clip():
+  """OpenAI's ``clip`` package (clip-anytorch, of the test extra): the oracle of the CLIP
+  tokenizer and converter tests. Its ``clip.py`` imports torchvision's image transforms, which
+  those tests never use, and ``pkg_resources``: where torchvision cannot load (its wheels on
+  the registry are built for CUDA torch, not the CPU build the tests install) or setuptools
+  no longer ships ``pkg_resources``, stand-ins are put in their place for that import."""
+  import importlib
+  import types
+
+  import packaging.version
+
+  stubs = {}
+  try:
+    import torchvision.transforms  # noqa: F401
+  except Exception:  # noqa: BLE001 (a CUDA build raises RuntimeError or OSError on import)
+    transforms = types.ModuleType("torchvision.transforms")
+    for name in ("Compose", "Resize", "CenterCrop", "ToTensor", "Normalize"):
+      setattr(transforms, name, None)
+    transforms.InterpolationMode = types.SimpleNamespace(BICUBIC=None)
+    torchvision = types.ModuleType("torchvision")
+    torchvision.transforms = transforms
+    stubs.update({"torchvision": torchvision, "torchvision.transforms": transforms})
+  try:
+    import pkg_resources  # noqa: F401
+  except ImportError:
+    pkg_resources = types.ModuleType("pkg_resources")
+    pkg_resources.packaging = types.SimpleNamespace(version=packaging.version)
+    stubs["pkg_resources"] = pkg_resources
+  saved = {name: sys.modules.get(name) for name in stubs}
+  sys.modules.update(stubs)
+  try:
+    return importlib.import_module("clip")
+  finally:
+    for name, module in saved.items():
+      if module is None:
+        sys.modules.pop(name, None)
+      else:
+        sys.modules[name] = module

@@ -8,7 +8,9 @@ Offline, shipped with the install:
   rectangles and triangles with exact masks, for segmentation), ``photos`` (32x32 RGB crops
   of scikit-learn's two sample photos, for colorization), ``rotating_digits`` (mnist5k digits
   rotated through T angles, sequences for the latent ODE), ``spirals`` (the latent-ODE paper's
-  noisy 2-D spirals).
+  noisy 2-D spirals), ``captioned_shapes`` (scenes of one coloured shape with captions, some
+  (shape, colour) pairs held out of training) and ``captioned_digits`` (mnist5k captioned by
+  its labels), for CLIP.
 Online, for users with internet: ``tfds:<name>`` (e.g. ``tfds:mnist``) through
 tensorflow-datasets' random-access ``data_source``.
 
@@ -22,7 +24,7 @@ needs. The train/test partition of the offline sets is fixed and seeded.
 import dataclasses
 import inspect
 
-from m2m_jax.data import offline, photos, sequences, shapes, tfds_source
+from m2m_jax.data import captions, offline, photos, sequences, shapes, tfds_source
 from m2m_jax.data.core import ArraySplit, Dataset, Split, Subset, batch_indices, pad
 from m2m_jax.errors import ConfigError, choose
 
@@ -39,6 +41,8 @@ OFFLINE = {
     "shapes": shapes.shapes,
     "rotating_digits": sequences.rotating_digits,
     "spirals": sequences.spirals,
+    "captioned_shapes": captions.captioned_shapes,
+    "captioned_digits": captions.captioned_digits,
 }
 
 __all__ = ["ArraySplit", "Dataset", "Split", "Subset", "batch_indices", "load", "names", "pad"]

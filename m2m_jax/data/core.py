@@ -1,7 +1,7 @@
 """Splits with random access, and the step-indexed batch order."""
 
 import dataclasses
-from typing import Mapping, Protocol, Sequence
+from typing import Any, Mapping, Protocol, Sequence
 
 import numpy as np
 
@@ -65,6 +65,8 @@ class Dataset:
     description: one line for READMEs and figures.
     class_names: the name of each class (``()`` when the dataset has none).
     max_lengths: the padded length of each variable-length field (e.g. ``{'boxes': 100}``).
+    tokenizer: what turned the text fields (``'tokens'``) into ids, with its vocabulary
+      (:mod:`m2m_jax.data.text`); None for a dataset without text.
   """
 
   name: str
@@ -74,6 +76,7 @@ class Dataset:
   description: str = ""
   class_names: tuple[str, ...] = ()
   max_lengths: Mapping[str, int] = dataclasses.field(default_factory=dict)
+  tokenizer: Any = None
 
   def sample(self, n: int = 2) -> dict[str, np.ndarray]:
     """The first ``n`` training examples (for shape inference in ``init``)."""
