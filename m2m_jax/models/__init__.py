@@ -3,12 +3,12 @@
 ``get(name)`` returns the module class registered under ``name`` (``'mlp'``, ``'cnn'``,
 ``'simple_cnn'``, ``'linear'``, ``'resnet'``, ``'resnet18'``, ``'resnet20'``, ``'resnet34'``,
 ``'resnet50'``, ``'unet'``, ``'colorization_net'``, ``'denoising_ae'``, ``'vae'``, ``'ddpm_unet'``,
-``'dcgan'``, ``'latent_ode'``, ``'vit'``, ``'swin'``).
+``'dcgan'``, ``'latent_ode'``, ``'vit'``, ``'swin'``, ``'clip'``).
 """
 
 from m2m_jax.errors import choose
-from m2m_jax.models import (autoencoder, cnn, ddpm_unet, gan, latent_ode, mlp, resnet, swin,
-                            unet, vae, vit)
+from m2m_jax.models import (autoencoder, clip, cnn, ddpm_unet, gan, latent_ode, mlp, resnet,
+                            swin, unet, vae, vit)
 
 MODELS = {
     "mlp": mlp.MLP,
@@ -29,6 +29,7 @@ MODELS = {
     "dcgan": gan.DCGAN,
     "vit": vit.ViT,
     "swin": swin.SwinTransformer,
+    "clip": clip.CLIP,
 }
 
 

@@ -12,7 +12,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from m2m_jax.errors import DataError
+from m2m_jax.errors import DataError, choose
 
 
 def check_images(x: jnp.ndarray, channels: int | None, multiple: int, model: str) -> None:
@@ -43,14 +43,25 @@ def batch_norm(train: bool, dtype: jnp.dtype, **kwargs):
                            epsilon=1e-5, dtype=dtype, **kwargs)
 
 
+def quick_gelu(x: jnp.ndarray) -> jnp.ndarray:
+  """OpenAI CLIP's sigmoid approximation of GELU: x * sigmoid(1.702 x)."""
+  return x * jax.nn.sigmoid(1.702 * x)
+
+
+# The MLP's nonlinearity by name: 'gelu' is the exact x * Phi(x) (PyTorch's default and the
+# original ViT's), 'quick_gelu' OpenAI CLIP's approximation.
+ACTIVATIONS = {"gelu": functools.partial(nn.gelu, approximate=False), "quick_gelu": quick_gelu}
+
+
 class PatchEmbedding(nn.Module):
   """ViT's linear projection of flattened patches: (B, H, W, C) -> (B, H/p * W/p, width) tokens
   in row-major patch order, one p x p convolution of stride p (the same map as flattening each
-  patch and multiplying by a (p*p*C, width) matrix)."""
+  patch and multiplying by a (p*p*C, width) matrix); ``use_bias=False`` drops its bias (CLIP)."""
 
   patch: int
   width: int
   dtype: jnp.dtype = jnp.float32
+  use_bias: bool = True
 
   @nn.compact
   def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
@@ -58,23 +69,26 @@ class PatchEmbedding(nn.Module):
     if x.ndim != 4 or x.shape[1] % p or x.shape[2] % p:
       raise DataError(f"PatchEmbedding cuts images (B, H, W, C) into {p}x{p} patches, so H and W "
                       f"must be multiples of {p}; got shape {tuple(x.shape)}.")
-    x = nn.Conv(self.width, (p, p), strides=p, padding="VALID", dtype=self.dtype,
-                name="projection")(x)
+    x = nn.Conv(self.width, (p, p), strides=p, padding="VALID", use_bias=self.use_bias,
+                dtype=self.dtype, name="projection")(x)
     return x.reshape(x.shape[0], -1, self.width)
 
 
 class MlpBlock(nn.Module):
-  """The transformer's position-wise MLP: (..., D) -> Dense(hidden) -> GELU (exact, as in
-  PyTorch and the original ViT) -> dropout -> Dense(D) -> dropout -> (..., D)."""
+  """The transformer's position-wise MLP: (..., D) -> Dense(hidden) -> activation -> dropout ->
+  Dense(D) -> dropout -> (..., D). ``activation``: 'gelu' (exact, as in PyTorch and the
+  original ViT) or 'quick_gelu' (x * sigmoid(1.702 x), OpenAI CLIP's)."""
 
   hidden: int
   dropout: float = 0.0
   dtype: jnp.dtype = jnp.float32
+  activation: str = "gelu"
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
+    choose("MLP activation", self.activation, ACTIVATIONS)
     width = x.shape[-1]
-    x = nn.gelu(nn.Dense(self.hidden, dtype=self.dtype, name="fc1")(x), approximate=False)
+    x = ACTIVATIONS[self.activation](nn.Dense(self.hidden, dtype=self.dtype, name="fc1")(x))
     x = nn.Dropout(self.dropout, deterministic=not train)(x)
     x = nn.Dense(width, dtype=self.dtype, name="fc2")(x)
     return nn.Dropout(self.dropout, deterministic=not train)(x)
@@ -98,6 +112,8 @@ class EncoderBlock(nn.Module):
   ``mask`` (B, 1 or heads, N, N) is True where a query may attend to a key (None: everywhere;
   ``nn.make_causal_mask`` for a text encoder). Dropout and stochastic depth draw from the
   ``'dropout'`` rng stream in train mode (:func:`m2m_jax.algorithms.nets.apply` supplies it).
+  ``activation`` is the MLP's (see :class:`MlpBlock`); ``norm_epsilon`` the LayerNorms' epsilon
+  (1e-6, big_vision's; PyTorch's and OpenAI CLIP's is 1e-5).
   """
 
   heads: int
@@ -106,6 +122,8 @@ class EncoderBlock(nn.Module):
   attention_dropout: float = 0.0
   drop_path: float = 0.0
   dtype: jnp.dtype = jnp.float32
+  activation: str = "gelu"
+  norm_epsilon: float = 1e-6
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, mask: jnp.ndarray | None = None,
@@ -114,10 +132,11 @@ class EncoderBlock(nn.Module):
       return drop_path(branch, self.drop_path if train else 0.0,
                        self.make_rng("dropout") if train and self.drop_path else None)
 
-    y = nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, name="norm1")(x)
+    y = nn.LayerNorm(epsilon=self.norm_epsilon, dtype=self.dtype, name="norm1")(x)
     y = nn.MultiHeadDotProductAttention(self.heads, dtype=self.dtype,
                                         dropout_rate=self.attention_dropout,
                                         deterministic=not train, name="attention")(y, mask=mask)
     x = x + residual(nn.Dropout(self.dropout, deterministic=not train)(y))
-    y = nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, name="norm2")(x)
-    return x + residual(MlpBlock(self.mlp_dim, self.dropout, self.dtype, name="mlp")(y, train))
+    y = nn.LayerNorm(epsilon=self.norm_epsilon, dtype=self.dtype, name="norm2")(x)
+    mlp = MlpBlock(self.mlp_dim, self.dropout, self.dtype, self.activation, name="mlp")
+    return x + residual(mlp(y, train))

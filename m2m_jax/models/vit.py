@@ -15,7 +15,9 @@ with multi-head self-attention over h heads of width D / h,
 ``pool`` is a class token prepended to the sequence ('tok', the original ViT), the mean over
 tokens ('gap', big_vision's default) or attention from a learned probe ('map'). The seed's
 block (post-norm, every head of the full width D, ReLU MLP, no final LayerNorm) is
-``block='seed'``, for comparison.
+``block='seed'``, for comparison. OpenAI CLIP's image tower is this ViT with a class token that
+has its own position embedding, a LayerNorm on z_0 (``pre_norm``), QuickGELU, a bias-free patch
+projection, LayerNorm epsilon 1e-5 and no head (``num_classes=0``): see ``models/clip.py``.
 """
 
 import flax.linen as nn
@@ -23,7 +25,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from m2m_jax.errors import ConfigError, choose
-from m2m_jax.models.layers import EncoderBlock, MlpBlock, PatchEmbedding, check_images
+from m2m_jax.models.layers import (ACTIVATIONS, EncoderBlock, MlpBlock, PatchEmbedding,
+                                   check_images)
 
 # big_vision's widths: name -> (width D, depth, MLP width, heads).
 VARIANTS = {"Ti": (192, 12, 768, 3), "S": (384, 12, 1536, 6), "M": (512, 12, 2048, 8),
@@ -106,10 +109,12 @@ class MAPHead(nn.Module):
 
 
 class ViT(nn.Module):
-  """A Vision Transformer classifier: images (B, H, W, C) -> logits (B, num_classes).
+  """A Vision Transformer classifier: images (B, H, W, C) -> logits (B, num_classes), or the
+  pooled representation (B, D) without a head.
 
   Attributes:
-    num_classes: number of logits.
+    num_classes: number of logits; 0: no head, the pooled representation (B, D) is returned
+      (after the final LayerNorm with 'prenorm'), as in big_vision.
     variant: big_vision's name, ``'Ti/16'``, ``'S/16'``, ``'B/16'``, ``'L/16'`` (any ``'/P'``
       patch size; ``None``: the fields below). It sets width, depth, mlp_dim, num_heads and
       the patch size, over the fields' values.
@@ -130,6 +135,13 @@ class ViT(nn.Module):
       last.
     head_zeroinit: the classifier head starts at zero (big_vision), so the first logits are 0.
     dtype: compute dtype; parameters stay float32.
+    pre_norm: a LayerNorm on the embedded tokens z_0, before the first block ('prenorm' block
+      only; OpenAI CLIP's ``ln_pre``, timm's ``pre_norm``).
+    activation: the MLP's nonlinearity, 'gelu' (exact) or 'quick_gelu' (x * sigmoid(1.702 x),
+      OpenAI CLIP's); 'prenorm' block only.
+    patch_bias: the patch projection has a bias (OpenAI CLIP's has none).
+    norm_epsilon: epsilon of the 'prenorm' layout's LayerNorms (big_vision's 1e-6; PyTorch's
+      and OpenAI CLIP's 1e-5).
   """
 
   num_classes: int = 10
@@ -147,6 +159,10 @@ class ViT(nn.Module):
   drop_path_rate: float = 0.0
   head_zeroinit: bool = True
   dtype: jnp.dtype = jnp.float32
+  pre_norm: bool = False
+  activation: str = "gelu"
+  patch_bias: bool = True
+  norm_epsilon: float = 1e-6
 
   def settings(self) -> dict:
     """The architecture after ``variant`` is applied, with each setting checked."""
@@ -158,6 +174,10 @@ class ViT(nn.Module):
     choose("ViT pool_type", self.pool_type, POOLS)
     choose("ViT posemb", self.posemb, POSEMBS)
     choose("ViT block", self.block, BLOCKS)
+    choose("ViT activation", self.activation, ACTIVATIONS)
+    if self.block == "seed" and (self.pre_norm or self.activation != "gelu"):
+      raise ConfigError("pre_norm and activation belong to the 'prenorm' block; the 'seed' block "
+                        "is the notebook's, with a ReLU MLP and no LayerNorm before its blocks.")
     if self.block == "prenorm" and s["width"] % s["num_heads"]:
       raise ConfigError(f"ViT width {s['width']} does not split into {s['num_heads']} heads; "
                         f"use a width divisible by num_heads.")
@@ -175,7 +195,8 @@ class ViT(nn.Module):
       raise ConfigError(f"ViT patch size {p} does not divide the {x.shape[1]}x{x.shape[2]} "
                         f"images; use a patch size that divides both sides.")
     grid = (x.shape[1] // p, x.shape[2] // p)
-    tokens = PatchEmbedding(p, d, self.dtype, name="embedding")(x.astype(self.dtype))
+    tokens = PatchEmbedding(p, d, self.dtype, self.patch_bias,
+                            name="embedding")(x.astype(self.dtype))
     n = tokens.shape[1] + int(self.cls_posemb)
     if self.posemb == "learn":
       pos = self.param("pos_embedding", nn.initializers.normal(stddev=d ** -0.5), (1, n, d))
@@ -190,6 +211,8 @@ class ViT(nn.Module):
         tokens = jnp.concatenate([cls, tokens + pos], axis=1)
     else:
       tokens = tokens + pos
+    if self.pre_norm:
+      tokens = nn.LayerNorm(epsilon=self.norm_epsilon, dtype=self.dtype, name="pre_norm")(tokens)
     tokens = nn.Dropout(self.dropout, deterministic=not train)(tokens.astype(self.dtype))
     for i in range(s["depth"]):
       if self.block == "seed":
@@ -198,9 +221,11 @@ class ViT(nn.Module):
       else:
         rate = self.drop_path_rate * i / max(s["depth"] - 1, 1)
         tokens = EncoderBlock(s["num_heads"], s["mlp_dim"], self.dropout, drop_path=rate,
-                              dtype=self.dtype, name=f"block{i}")(tokens, train=train)
+                              dtype=self.dtype, activation=self.activation,
+                              norm_epsilon=self.norm_epsilon, name=f"block{i}")(tokens, train=train)
     if self.block == "prenorm":
-      tokens = nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, name="encoder_norm")(tokens)
+      tokens = nn.LayerNorm(epsilon=self.norm_epsilon, dtype=self.dtype,
+                            name="encoder_norm")(tokens)
     if self.pool_type == "tok":
       pooled = tokens[:, 0]
     elif self.pool_type == "gap":
@@ -208,5 +233,7 @@ class ViT(nn.Module):
     else:
       pooled = MAPHead(s["num_heads"], s["mlp_dim"], self.dtype, name="map_head")(tokens)
     self.sow("intermediates", "features", pooled)
+    if not self.num_classes:
+      return pooled
     init = nn.initializers.zeros if self.head_zeroinit else nn.initializers.lecun_normal()
     return nn.Dense(self.num_classes, kernel_init=init, dtype=self.dtype, name="head")(pooled)
