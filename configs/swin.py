@@ -4,8 +4,10 @@ Presets (held-out accuracy; measured on 2 CPU cores, jax 0.10.2):
   default   the seed's Swin (patch 4, width 32, two stages of 2 blocks, 2 heads, window 2,
             shift 1, relative position bias, patch merging) on mnist5k resized to 32x32, with
             the shifted-window mask; AdamW 1e-3, weight decay 1e-4 off biases and norms, the
-            step schedule (x0.5 every 10 epochs), batch 64, 25 epochs (offline).
-  no_mask   the same without the mask: the seed's bug, wrapped tokens attend to each other.
+            step schedule (x0.5 every 10 epochs), batch 64, 25 epochs: 96.1% in 78 s (offline).
+  no_mask   the same without the mask: the seed's bug, wrapped tokens attend to each other:
+            96.0% (on digits centred in a black frame the wrapped tokens are mostly
+            background) (offline).
   seed      the original notebook: tfds MNIST resized to 32x32, the recipe above for 10 epochs
             with the step every 5, and the mask (the original reached 98.56% without it; not measured here).
   swin_t    Swin-T (width 96, depths 2/2/6/2, heads 3/6/12/24, window 7) on tfds imagenet2012

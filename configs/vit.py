@@ -4,8 +4,10 @@ Presets (held-out accuracy; measured on 2 CPU cores, jax 0.10.2):
   default   ViT on scikit-learn digits upsampled to 16x16, patch 4 (16 tokens), width 64,
             4 pre-norm blocks of 4 heads, mean pooling, sincos2d positions; AdamW with
             weight decay off biases, norms and position embeddings, warmup then cosine,
-            gradient clipping, label smoothing, random shifts (offline).
-  mnist5k   the same shape at patch 4 on mnist5k's 28x28 digits (49 tokens) (offline).
+            gradient clipping, label smoothing, random shifts, 60 epochs: 96.1% in 35 s
+            (offline).
+  mnist5k   the same shape at patch 4 on mnist5k's 28x28 digits (49 tokens), 20 epochs: 95.2%
+            in 123 s (offline).
   cifar10   tfds CIFAR-10 from scratch: patch 4, width 192, depth 9, random crops, flips and
             mixup, 200 epochs (published from-scratch ViTs reach about 90%; not measured here).
   seed      the original notebook on tfds CIFAR-10: patch 4, width 100, 3 post-norm blocks of
