@@ -110,8 +110,10 @@ def load(name: str, preset: str | None = None) -> ml_collections.ConfigDict:
 # Fields of ``config.model`` that set a network's width or depth, and ``tiny``'s cap for each.
 TINY_WIDTHS = {"features": 8, "dense": 16, "width": 4, "widths": 8, "hidden": 16, "base": 4,
                "latent_dim": 8, "encoder_widths": 16, "dynamics_widths": 16, "decoder_widths": 16,
-               "embed_dim": 8, "mlp_dim": 16, "num_heads": 2}
-TINY_DEPTHS = {"stage_sizes": 1, "blocks": 1, "max_depth": 3, "depth": 1, "depths": 1}
+               "embed_dim": 8, "mlp_dim": 16, "num_heads": 2, "image_width": 8, "text_width": 8,
+               "image_heads": 2, "text_heads": 2}
+TINY_DEPTHS = {"stage_sizes": 1, "blocks": 1, "max_depth": 3, "depth": 1, "depths": 1,
+               "image_depth": 1, "text_depth": 1}
 
 
 def tiny(config: ml_collections.ConfigDict, steps: int = 4) -> ml_collections.ConfigDict:

@@ -10,6 +10,8 @@ loop at its cadence and after training:
   state, dataset)`` (:mod:`m2m_jax.algorithms.sample_quality`: a Fréchet distance in a judge's
   features). The judge is an artifact: :func:`prepare` trains it, or finds it cached, before
   the first training step, so that no training runs inside an evaluation.
+- ``zeroshot``: the algorithm's ``zeroshot_metrics(config, state, dataset)``: a classifier
+  whose weights are the text embeddings of the class names (CLIP).
 
 ``split`` is the split read (``test`` or ``train``); ``every`` the cadence in steps (0: the
 config's ``eval_every``; -1: only after training). Every evaluator also runs after the last
@@ -25,7 +27,9 @@ import ml_collections
 
 from m2m_jax.errors import ConfigError, choose
 
-KINDS = ("metrics", "samples")
+KINDS = ("metrics", "samples", "zeroshot")
+# The kinds other than ``metrics``: the algorithm function each calls.
+HOOKS = {"samples": "sample_metrics", "zeroshot": "zeroshot_metrics"}
 SPLITS = ("test", "train")
 
 
@@ -47,9 +51,9 @@ def validate(config: ml_collections.ConfigDict, algorithm: Any) -> None:
     if entry.every < -1:
       raise ConfigError(f"evals.{name}.every must be a number of steps, 0 (eval_every) or -1 "
                         f"(only after training); got {entry.every}.")
-    if entry.kind == "samples" and not hasattr(algorithm, "sample_metrics"):
-      raise ConfigError(f"evaluator {name!r} judges samples, but algorithm "
-                        f"{config.algorithm!r} draws none.")
+    if entry.kind in HOOKS and not hasattr(algorithm, HOOKS[entry.kind]):
+      raise ConfigError(f"evaluator {name!r} is of kind {entry.kind!r}, which algorithm "
+                        f"{config.algorithm!r} does not run (it has no {HOOKS[entry.kind]}).")
 
 
 def row(split: str) -> str:

@@ -19,6 +19,9 @@ Optional:
 - ``sample_metrics(config, state, dataset) -> dict[str, float]``: the quality of generated
   samples, run by an evaluator of kind ``samples`` in ``config.evals`` (after training by
   default; see :mod:`m2m_jax.evaluators`) and merged into the metrics of its split.
+- ``zeroshot_metrics(config, state, dataset) -> dict[str, float]``: zero-shot classification of
+  the test split by text embeddings of the class names, run by an evaluator of kind
+  ``zeroshot``.
 - ``figures(config, state, outputs, dataset, outdir)``: writes figures at the end of training.
 - ``validate(config)``: algorithm-specific config checks, raising ``ConfigError``.
 - ``SCHEDULED = True``: it learns at ``optim.schedule(config)`` (the loop logs that learning
@@ -52,6 +55,7 @@ ALGORITHMS = {
     "vae": "m2m_jax.algorithms.vae",
     "gan": "m2m_jax.algorithms.gan",
     "diffusion": "m2m_jax.algorithms.diffusion",
+    "clip": "m2m_jax.algorithms.clip",
 }
 
 

@@ -57,7 +57,8 @@ def resolve(config: ml_collections.ConfigDict, dataset: data.Dataset,
 
   ``batch_size = 0`` becomes the whole training set, rounded down to a multiple of
   ``num_devices`` (at most ``num_devices - 1`` examples sit out each step); ``num_steps = 0``
-  is derived from ``num_epochs``; ``num_classes`` comes from the dataset.
+  is derived from ``num_epochs``; ``num_classes`` (and for text, ``vocab_size`` and
+  ``eot_id``) come from the dataset.
   """
   config = ml_collections.ConfigDict(config.to_dict())
   if config.batch_size == 0:
@@ -66,6 +67,8 @@ def resolve(config: ml_collections.ConfigDict, dataset: data.Dataset,
     steps_per_epoch = len(dataset.train) // config.batch_size
     config.num_steps = max(1, round(config.num_epochs * steps_per_epoch))
   config.num_classes = dataset.num_classes or 0
+  if dataset.tokenizer is not None:
+    config.vocab_size, config.eot_id = dataset.tokenizer.vocab_size, dataset.tokenizer.eot_id
   if config.profile_steps and config.profile_steps[1] > config.num_steps:
     raise ConfigError(f"profile_steps {tuple(config.profile_steps)} end past the run's last "
                       f"step, {config.num_steps}.")
@@ -114,7 +117,7 @@ def run_evaluators(algorithm, eval_step, config: ml_collections.ConfigDict, stat
       if entry.split == "test":
         outputs = out
     else:
-      metrics = algorithm.sample_metrics(config, state, dataset)
+      metrics = getattr(algorithm, evaluators.HOOKS[entry.kind])(config, state, dataset)
     rows.setdefault(evaluators.row(entry.split), {}).update(metrics)
   return rows, outputs
 

@@ -59,13 +59,15 @@ def test_the_judge_is_trained_before_the_first_step(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("name,field,value,message", [
     ("cnn", "kind", "fid", r"unknown evaluator kind \(evals.test.kind\) 'fid'; choose one of: "
-                           "metrics, samples."),
+                           "metrics, samples, zeroshot."),
     ("cnn", "split", "valid", r"unknown evaluator split \(evals.test.split\) 'valid'; choose one "
                               "of: test, train."),
     ("cnn", "every", -2, r"evals.test.every must be a number of steps, 0 \(eval_every\) or -1 "
                          r"\(only after training\); got -2."),
-    ("cnn", "kind", "samples", "evaluator 'test' judges samples, but algorithm 'classifier' "
-                               "draws none."),
+    ("cnn", "kind", "samples", "evaluator 'test' is of kind 'samples', which algorithm "
+                               r"'classifier' does not run \(it has no sample_metrics\)."),
+    ("cnn", "kind", "zeroshot", "evaluator 'test' is of kind 'zeroshot', which algorithm "
+                                r"'classifier' does not run \(it has no zeroshot_metrics\)."),
 ])
 def test_bad_evaluators_are_refused(name, field, value, message, tmp_path):
   config = configlib.tiny(configlib.load(name))

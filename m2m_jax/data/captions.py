@@ -2,10 +2,13 @@
 digits captioned by their labels.
 
 ``captioned_shapes``: each scene holds one shape (circle, square, triangle, diamond) of one
-colour (red, green, blue, yellow, purple, orange), small or large, in one of five places (the
+colour (red, green, blue, yellow, purple, cyan), small or large, in one of five places (the
 four corners and the centre), on a textured grey background. Its captions describe those four
 attributes through several templates ("a large red circle in the top left", "there is a red
-circle, large, at the top left", ...). Some (shape, colour) pairs never appear in training: the
+circle, large, at the top left", ...), and some of them only: "a circle in the top left",
+"something red", "a red circle". The partial captions ask the image embedding to lie near
+each attribute's words apart, which is what lets a (shape, colour) pair never seen together
+be named (zero-shot on the held-out pairs). Some (shape, colour) pairs never appear in training: the
 test split holds scenes of those held-out pairs and of seen ones, so a zero-shot classifier
 over the (shape, colour) classes can be scored on combinations it never saw, apart.
 
@@ -13,14 +16,12 @@ over the (shape, colour) classes can be scored on combinations it never saw, apa
 digit seven", ...).
 
 Every example is ``{'x': image (H, W, 3 or 1) in [0, 1], 'tokens': (K, T) int32, the K captions
-of the image tokenized, 'y': class, 'key': the id of what the captions say (two images with
-the same key have the same captions; retrieval counts a hit on any of them), 'heldout': bool}``.
+of the image tokenized, 'y': class, 'heldout': bool}``; two images may share captions.
 The captions are tokenized by a word-level vocabulary built from the training captions
 (``Dataset.tokenizer``).
 """
 
 import itertools
-import re
 
 import numpy as np
 
@@ -32,7 +33,7 @@ from m2m_jax.errors import ConfigError
 SHAPES = ("circle", "square", "triangle", "diamond")
 COLOURS = {"red": (0.85, 0.1, 0.1), "green": (0.1, 0.7, 0.15), "blue": (0.15, 0.3, 0.95),
            "yellow": (0.95, 0.85, 0.1), "purple": (0.6, 0.15, 0.75),
-           "orange": (0.98, 0.5, 0.05)}
+           "cyan": (0.1, 0.8, 0.85)}
 SIZES = {"small": 0.14, "large": 0.26}  # half extent, a fraction of the image side
 PLACES = {"top left": (0.27, 0.27), "top right": (0.27, 0.73), "bottom left": (0.73, 0.27),
           "bottom right": (0.73, 0.73), "centre": (0.5, 0.5)}  # (row, column) of the centre
@@ -42,7 +43,9 @@ HELD_OUT = (("circle", "red"), ("square", "green"), ("triangle", "blue"), ("diam
 TEMPLATES = ("a {size} {colour} {shape} in the {place}",
              "there is a {colour} {shape} , {size} , at the {place}",
              "the {place} holds a {size} {colour} {shape}",
-             "a {colour} {shape} that is {size} , in the {place}")
+             "a {shape} in the {place}",
+             "something {colour}",
+             "a {colour} {shape}")
 DIGITS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 DIGIT_TEMPLATES = ("a photo of the digit {digit}", "a handwritten {digit}",
                    "the number {digit} written by hand")
@@ -84,17 +87,15 @@ def _combinations(held_out: bool) -> list[tuple[str, str, str, str]]:
 
 
 def _captions(shape, colour, size, place) -> list[str]:
-  return [re.sub(r"\ba (?=[aeiou])", "an ", t.format(shape=shape, colour=colour, size=size,
-                                                     place=place)) for t in TEMPLATES]
+  return [t.format(shape=shape, colour=colour, size=size, place=place) for t in TEMPLATES]
 
 
 def _shapes_split(seed: int, part: int, n: int, size: int, heldout_fraction: float):
-  """Images, captions, (shape, colour) classes, caption keys and held-out flags of ``n``
-  scenes; scene i is a function of (seed, part, i) alone."""
+  """Images, captions, (shape, colour) classes and held-out flags of ``n`` scenes; scene i is a
+  function of (seed, part, i) alone."""
   seen, unseen = _combinations(False), _combinations(True)
   classes = list(itertools.product(SHAPES, COLOURS))
-  everything = seen + unseen
-  images, captions, ys, keys, held = [], [], [], [], []
+  images, captions, ys, held = [], [], [], []
   for i in range(n):
     rng = np.random.default_rng([seed, part, i])
     pool = unseen if rng.uniform() < heldout_fraction else seen
@@ -102,21 +103,19 @@ def _shapes_split(seed: int, part: int, n: int, size: int, heldout_fraction: flo
     images.append(_scene(rng, size, *combo))
     captions.append(_captions(*combo))
     ys.append(classes.index(combo[:2]))
-    keys.append(everything.index(combo))
     held.append(pool is unseen)
-  return np.stack(images), captions, np.asarray(ys, np.int32), np.asarray(keys, np.int32), \
-      np.asarray(held)
+  return np.stack(images), captions, np.asarray(ys, np.int32), np.asarray(held)
 
 
 def _captioned(name: str, train: tuple, test: tuple, class_names: tuple[str, ...],
                context_length: int, description: str) -> Dataset:
-  """The Dataset of (images, captions, classes, keys, held-out flags) per split, the captions
+  """The Dataset of (images, captions, classes, held-out flags) per split, the captions
   tokenized by a vocabulary of the training captions."""
   tokenizer = WordTokenizer.build([c for caps in train[1] for c in caps])
 
-  def split(images, captions, ys, keys, held):
+  def split(images, captions, ys, held):
     tokens = np.stack([tokenizer.encode(caps, context_length) for caps in captions])
-    return ArraySplit({"x": images, "tokens": tokens, "y": ys, "key": keys, "heldout": held})
+    return ArraySplit({"x": images, "tokens": tokens, "y": ys, "heldout": held})
 
   return Dataset(name, split(*train), split(*test), len(class_names), description,
                  class_names=class_names, tokenizer=tokenizer)
@@ -124,13 +123,13 @@ def _captioned(name: str, train: tuple, test: tuple, class_names: tuple[str, ...
 
 def captioned_shapes(seed: int = 0, n_train: int = 4000, n_test: int = 1000, size: int = 32,
                      context_length: int = 16, heldout_fraction: float = 0.5) -> Dataset:
-  """Scenes of one coloured shape with four captions each, for CLIP (see the module).
+  """Scenes of one coloured shape with six captions each, for CLIP (see the module).
 
   Returns a Dataset over the 24 (shape, colour) classes ("red circle", ...) whose splits hold
     ``'x'``: (N, size, size, 3) float32 images in [0, 1],
-    ``'tokens'``: (N, 4, context_length) int32, the four captions of each image,
-    ``'y'``: (N,) int32 (shape, colour) class, ``'key'``: (N,) int32 (shape, colour, size,
-    place) combination, ``'heldout'``: (N,) bool, the pair never appears in training.
+    ``'tokens'``: (N, 6, context_length) int32, the six captions of each image (``TEMPLATES``),
+    ``'y'``: (N,) int32 (shape, colour) class, ``'heldout'``: (N,) bool, the pair never
+    appears in training.
   The training split holds only the pairs not in ``HELD_OUT``; the test split draws a held-out
   pair with probability ``heldout_fraction``.
   """
@@ -151,8 +150,8 @@ def captioned_digits(seed: int = 0, test_size: int = 1000, context_length: int =
   """mnist5k's digits, each with three captions made from its label (see the module).
 
   Returns a Dataset over the 10 digit classes ("zero" ... "nine") whose splits hold ``'x'``
-  (N, 28, 28, 1) in [0, 1], ``'tokens'`` (N, 3, context_length), ``'y'`` and ``'key'`` (both
-  the label) and ``'heldout'`` (all False).
+  (N, 28, 28, 1) in [0, 1], ``'tokens'`` (N, 3, context_length), ``'y'`` and ``'heldout'``
+  (all False).
   """
   digits = offline.mnist5k(seed=seed, test_size=test_size)
 
@@ -160,7 +159,7 @@ def captioned_digits(seed: int = 0, test_size: int = 1000, context_length: int =
     arrays = split[np.arange(len(split))]
     y = arrays["y"].astype(np.int32)
     captions = [[t.format(digit=DIGITS[label]) for t in DIGIT_TEMPLATES] for label in y]
-    return arrays["x"], captions, y, y, np.zeros(len(y), bool)
+    return arrays["x"], captions, y, np.zeros(len(y), bool)
 
   return _captioned("captioned_digits", parts(digits.train), parts(digits.test), DIGITS,
                     context_length, "mnist5k digits captioned by their labels")
