@@ -6,9 +6,9 @@ Presets (held-out split; measured on 2 CPU cores, jax 0.10.2):
             colour, size and place, or some of them; four (shape, colour) pairs never in
             training, half the test images of those): ViT patch 8, width 64, 3 blocks; text
             width 64, 2 blocks, a word vocabulary of the captions; embeddings 64; CLIP's
-            symmetric InfoNCE over batches of 128, AdamW with warmup and cosine, 30 epochs:
-            text -> image recall@5 93.2%, zero-shot 44.8% (held-out pairs 14.0%, seen 75.4%)
-            in 73 s (offline).
+            symmetric InfoNCE over batches of 128, AdamW with warmup and cosine, 60 epochs:
+            text -> image recall@5 100%, image -> text 97.8%, zero-shot 81.4% (held-out pairs
+            66.3%, seen 96.4%) in 133 s (offline).
   siglip    the same with SigLIP's sigmoid loss and its learned bias (offline).
   digits    mnist5k digits captioned by their labels ("a photo of the digit seven") (offline).
 
@@ -42,7 +42,7 @@ def default():
   c.warmup_steps = 100
   c.grad_clip_norm = 1.0
   c.batch_size = 128
-  c.num_epochs = 30.0
+  c.num_epochs = 60.0
   c.log_every = 50
   c.eval_every = 400
   c.checkpoint_every = 400
