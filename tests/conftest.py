@@ -34,8 +34,8 @@ os.environ.setdefault("EQX_ON_ERROR", "nan")
 # optimisation level 0 (the default is 2) with its older CPU emitters compiles them fastest (the
 # suite took 8.7 minutes so instead of 12.5 at level 1 with the new emitters, on this 2-core
 # machine) and runs them about 3 times slower. It holds in this process and in its subprocesses,
-# but for the long trainings that state a quality: those run as a user runs them
-# (:func:`trained_as_a_user`).
+# but for README's first command (the CNN default) and the presets' trainings under -m slow:
+# those run as a user runs them (:func:`trained_as_a_user`).
 USER_XLA_FLAGS = os.environ.get("XLA_FLAGS", "")
 XLA_OPTIMIZATION = "--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false"
 os.environ["XLA_FLAGS"] = f"{USER_XLA_FLAGS} {XLA_OPTIMIZATION}".strip()

@@ -8,7 +8,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import trained_as_a_user
 from m2m_jax import configlib, data, train
 from m2m_jax.algorithms import denoise
 from m2m_jax.errors import ConfigError, DataError
@@ -191,15 +190,12 @@ def _train_losses(workdir):
 
 
 def test_tiny_colorization_trains(tmp_path):
-  """The head starts at zero chroma (the grey image), so the loss starts at the grey level."""
-  summary = trained_as_a_user("colorize.py", tmp_path, "--config.num_steps=100",
-                              "--config.log_every=10", "--config.eval_every=100",
-                              "--config.checkpoint_every=100", "--config.learning_rate=5e-3",
-                              "--config.model.width=4")
-  losses = _train_losses(tmp_path)
-  # One logged batch's loss varies by 15%: the later half's mean against the first (measured
-  # 1.54 to 1.61 times lower at XLA's optimisation levels 0, 1 and 2).
-  assert np.mean(losses[len(losses) // 2:]) < losses[0] / 1.4
+  """The head starts at zero chroma, the grey image (the test metrics of the untrained model
+  are the grey baseline's); 40 steps of 16 crops colour the test crops better than grey
+  (measured: 19.52 dB against 18.56)."""
+  config = _tiny("colorize", steps=40, batch_size=16, learning_rate=5e-3)
+  config.model.width = 4
+  summary = train.train_and_evaluate(config, str(tmp_path))
   with open(tmp_path / "summary.json") as f:
     test = json.load(f)["test"]
   assert set(test) == {"loss", "mse", "psnr", "mse_grey", "psnr_grey", "chroma", "chroma_true"}

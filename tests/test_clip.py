@@ -46,12 +46,12 @@ def test_summarize_counts_a_hit_on_any_caption_an_image_has():
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-  """200 steps of a small CLIP on 1,000 captioned shapes."""
+  """120 steps of a one-block CLIP on 600 captioned shapes."""
   config = configlib.load("clip")
-  config.data = {"n_train": 1000, "n_test": 300}
-  config.model.update(image_depth=2, patch_size=8)
-  config.update(num_steps=200, warmup_steps=20, batch_size=64, log_every=20, eval_every=200,
-                checkpoint_every=200)
+  config.data = {"n_train": 600, "n_test": 200}
+  config.model.update(image_depth=1, text_depth=1)
+  config.update(num_steps=120, warmup_steps=10, batch_size=32, log_every=20, eval_every=120,
+                checkpoint_every=120)
   workdir = tmp_path_factory.mktemp("clip")
   return config, workdir, train.train_and_evaluate(config, str(workdir))
 
@@ -60,11 +60,11 @@ def test_a_short_training_lowers_the_loss_and_retrieves(trained):
   config, workdir, summary = trained
   rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
   losses = [r["loss"] for r in rows if r["split"] == "train"]
-  assert losses[0] > 3.5 and losses[-1] < losses[0] / 1.5, losses  # measured 4.19 -> 2.45
+  assert losses[0] > 3.2 and losses[-1] < losses[0] / 1.4, losses  # measured 3.52 -> 2.11
   test = summary["test"]
-  # Measured: t2i 0.42 and i2t 0.45 at 5, zero-shot 0.24. Chance: about 0.12 for i2t_r5 (6
-  # of 238 distinct captions are an image's own), 1 / 24 for zero-shot.
-  assert test["t2i_r5"] > 0.3 and test["i2t_r5"] > 0.3, test
+  # Measured: t2i 0.45 and i2t 0.37 at 5, zero-shot 0.25. Chance: about 0.17 for i2t_r5 (6
+  # of some 180 distinct captions are an image's own), 1 / 24 for zero-shot.
+  assert test["t2i_r5"] > 0.3 and test["i2t_r5"] > 0.25, test
   assert test["zeroshot_accuracy"] > 0.15 and 0 <= test["zeroshot_heldout"] <= 1, test
   assert {"similarity.png", "zeroshot.png", "curves.png"} <= {
       p.name for p in (workdir / "figures").iterdir()}

@@ -115,6 +115,9 @@ def _encode_texts(state: nets.State, tokens: jax.Array) -> jax.Array:
   return state.apply_fn(_variables(state), tokens, method=CLIP.encode_text)
 
 
+_encode_images_jit = jax.jit(_encode_images)
+
+
 def _variables(state: nets.State) -> dict:
   return {"params": state.params, **({"batch_stats": state.batch_stats} if state.batch_stats
                                      else {})}
@@ -173,11 +176,11 @@ def zeroshot_metrics(config: ml_collections.ConfigDict, state: nets.State, datas
   """Zero-shot top-1 accuracy of the test images against :func:`class_embeddings`; with
   held-out classes, also on the held-out and the seen examples apart."""
   weights = class_embeddings(config, state, dataset)
-  encode = jax.jit(_encode_images)
   preds, labels, held = [], [], []
   for start in range(0, len(dataset.test), config.eval_batch_size):
     batch = dataset.test[np.arange(start, min(start + config.eval_batch_size, len(dataset.test)))]
-    preds.append(np.asarray(jnp.argmax(encode(state, jnp.asarray(batch["x"])) @ weights.T, -1)))
+    preds.append(np.asarray(jnp.argmax(_encode_images_jit(state, jnp.asarray(batch["x"]))
+                                       @ weights.T, -1)))
     labels.append(batch["y"])
     held.append(batch.get("heldout", np.zeros(len(batch["y"]), bool)))
   hit = np.concatenate(preds) == np.concatenate(labels)
