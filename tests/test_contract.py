@@ -6,7 +6,8 @@ examples, tiny widths) and trained through :func:`m2m_jax.train.train_and_evalua
 presets run on tensorflow-datasets' mock data. Every config's default preset goes through the
 whole battery:
 
-- it trains and evaluates, with finite test metrics and every output written;
+- it trains and evaluates, with finite test metrics and every output written (the figures of
+  the configs in ``FIGURES_IN_NOTEBOOK`` are drawn by their notebook's training instead);
 - a metric that turns NaN stops the run naming the step, keeping the last good checkpoint (the
   NaN is added to the metrics the compiled step accumulated, so that the run reuses the
   battery's compiled programs; ``test_train.py`` poisons a step inside its program once);
@@ -115,19 +116,39 @@ def _check_outputs(workdir, summary: dict, config, curves: bool = True) -> None:
   assert str(config.num_steps) in os.listdir(os.path.join(workdir, "checkpoints"))
 
 
+def _without_algorithm_figures(monkeypatch) -> None:
+  """From now on the loop draws no figures of the algorithm's own (the curves still)."""
+  get = registry.get
+  monkeypatch.setattr(registry, "get", lambda name: types.SimpleNamespace(**{
+      k: getattr(get(name), k) for k in dir(get(name)) if not k.startswith("_") and k != "figures"}))
+
+
 def _without_figures(monkeypatch) -> None:
   """From now on the loop draws no figures, the training curves included (each run drew them
   once already)."""
   monkeypatch.setattr(report, "plot_curves", lambda rows, path: None)
-  get = registry.get
-  monkeypatch.setattr(registry, "get", lambda name: types.SimpleNamespace(**{
-      k: getattr(get(name), k) for k in dir(get(name)) if not k.startswith("_") and k != "figures"}))
+  _without_algorithm_figures(monkeypatch)
+
+
+# The configs whose figures (samplers and ODE solves, compiled apart: 10 to 15 s) the battery
+# leaves to their notebook, which trains the default preset through the loop at a small size.
+FIGURES_IN_NOTEBOOK = {"diffusion": "diffusion.ipynb", "latent_ode": "latent_ode.ipynb"}
+
+
+@pytest.mark.parametrize("name,notebook", FIGURES_IN_NOTEBOOK.items())
+def test_the_figures_the_battery_leaves_out_are_drawn_by_a_notebook(name, notebook):
+  import nbformat
+  cells = nbformat.read(os.path.join(ROOT, "notebooks", notebook), as_version=4).cells
+  code = "\n".join(c.source for c in cells if c.cell_type == "code")
+  assert f'configlib.load("{name}")' in code and "train_and_evaluate(" in code
 
 
 @pytest.mark.parametrize("name", CONFIGS)
 def test_default_keeps_the_contract(name, tmp_path, monkeypatch, eight_devices_started):
   config = tiny(name)
   a, b = str(tmp_path / "a"), str(tmp_path / "b")
+  if name in FIGURES_IN_NOTEBOOK:
+    _without_algorithm_figures(monkeypatch)
   first = train.train_and_evaluate(config, a)
   _check_outputs(a, first, config)
   _keep_one_device_metrics(name, first["test"])
