@@ -1,5 +1,6 @@
 """Colorization and denoising: colour spaces, PSNR, models, corruption, photos, training."""
 
+import functools
 import json
 import os
 
@@ -156,6 +157,8 @@ def test_photos_hold_out_a_band_no_training_crop_overlaps(monkeypatch):
   column = np.broadcast_to(np.arange(640)[None, :, None], (427, 640, 3)).astype(np.float64)
   fake = type("Bunch", (), {"images": [column * 255 / 640] * 2})
   monkeypatch.setattr(sklearn.datasets, "load_sample_images", lambda: fake)
+  # data.load keeps the datasets it generated: these fake photos get a cache of their own.
+  monkeypatch.setattr(data, "_offline", functools.lru_cache(maxsize=1)(data._offline.__wrapped__))
   ds = data.load("photos")
   cols = lambda split: np.rint(split[np.arange(len(split))]["x"][..., 0] * 640).astype(int)
   train_cols, test_cols = cols(ds.train), cols(ds.test)

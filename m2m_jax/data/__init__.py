@@ -22,6 +22,7 @@ needs. The train/test partition of the offline sets is fixed and seeded.
 """
 
 import dataclasses
+import functools
 import inspect
 
 from m2m_jax.data import captions, offline, photos, sequences, shapes, tfds_source
@@ -63,6 +64,9 @@ def load(name: str, **options) -> Dataset:
       digits; ``data_dir`` for tfds), and two that every dataset takes: ``train_examples`` and
       ``test_examples``, which keep N examples spread evenly over a split (0: all; see
       :class:`Subset`). An unknown option is refused with the list of known ones.
+
+  An offline dataset is generated once a process for equal options and shared, its arrays
+  read-only.
   """
   heads = {split: options.pop(f"{split}_examples", 0) or 0 for split in ("train", "test")}
   for split, n in heads.items():
@@ -79,6 +83,22 @@ def load(name: str, **options) -> Dataset:
     raise ConfigError(
         f"dataset {name!r} has no option {unknown[0]!r}; its options are: "
         f"{', '.join(accepted + ['train_examples', 'test_examples'])}.")
-  dataset = loader(**kwargs, **options)
+  try:
+    dataset = _offline(name, tuple(sorted(options.items()))) if not kwargs else None
+  except TypeError:  # an unhashable option value: generated afresh
+    dataset = None
+  dataset = dataset or loader(**kwargs, **options)
   return dataclasses.replace(dataset, **{split: Subset(getattr(dataset, split), n)
                                          for split, n in heads.items() if n})
+
+
+@functools.lru_cache(maxsize=8)
+def _offline(name: str, options: tuple) -> Dataset:
+  """The offline dataset ``name``, generated once a process for equal options (a notebook or a
+  test loads the same scenes again and again), its arrays read-only so that no load can change
+  what another sees."""
+  dataset = OFFLINE[name](**dict(options))
+  for split in (dataset.train, dataset.test):
+    for array in getattr(split, "arrays", {}).values():
+      array.flags.writeable = False
+  return dataset
