@@ -31,7 +31,7 @@ import numpy as np
 from m2m_jax import report
 from m2m_jax.algorithms import nets
 from m2m_jax.errors import ConfigError, DataError
-from m2m_jax.models.clip import CLIP
+from m2m_jax.models.clip import CLIP, LOGIT_SCALE_MAX
 from m2m_jax.ops import contrastive, keys, optim
 
 SCHEDULED = True
@@ -108,19 +108,14 @@ def train_step(config: ml_collections.ConfigDict, state: nets.State, batch: dict
 
 
 def _encode_images(state: nets.State, x: jax.Array) -> jax.Array:
-  return state.apply_fn(_variables(state), x, method=CLIP.encode_image)
+  return nets.apply(state, state.params, x, train=False, method=CLIP.encode_image)[0]
 
 
 def _encode_texts(state: nets.State, tokens: jax.Array) -> jax.Array:
-  return state.apply_fn(_variables(state), tokens, method=CLIP.encode_text)
+  return nets.apply(state, state.params, tokens, train=False, method=CLIP.encode_text)[0]
 
 
 _encode_images_jit = jax.jit(_encode_images)
-
-
-def _variables(state: nets.State) -> dict:
-  return {"params": state.params, **({"batch_stats": state.batch_stats} if state.batch_stats
-                                     else {})}
 
 
 def eval_step(config: ml_collections.ConfigDict, state: nets.State, batch: dict) -> dict:
@@ -211,7 +206,7 @@ def figures(config: ml_collections.ConfigDict, state: nets.State, outputs: dict,
   fig.savefig(os.path.join(outdir, "similarity.png"), bbox_inches="tight", dpi=110)
 
   weights = np.asarray(class_embeddings(config, state, dataset))
-  log_scale = min(float(state.params["logit_scale"]), math.log(100.0))
+  log_scale = min(float(state.params["logit_scale"]), LOGIT_SCALE_MAX)
   probs = np.asarray(jax.nn.softmax(math.exp(log_scale) * outputs["image"][:n] @ weights.T, -1))
   images = dataset.test[np.arange(n)]["x"]
   fig, axes = report.figure(2, n, figsize=(2.2 * n, 4.4), squeeze=False)
