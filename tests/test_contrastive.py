@@ -54,6 +54,41 @@ def test_losses_match_numpy(batch, log_scale, bias):
   np.testing.assert_allclose(siglip, _numpy_siglip(image, text, s, b), rtol=RTOL)
 
 
+def _numpy_multi_positive(image, text, log_scale, bias, positives) -> tuple[float, float]:
+  """Both losses written from the definition, with the diagonal and ``positives`` the matches:
+  CLIP's targets spread evenly over each row's and each column's matches."""
+  logits = np.exp(log_scale) * image.astype(np.float64) @ text.astype(np.float64).T
+  match = positives | np.eye(len(image), dtype=bool)
+  log_rows = logits - np.log(np.sum(np.exp(logits), axis=1, keepdims=True))
+  log_cols = logits - np.log(np.sum(np.exp(logits), axis=0, keepdims=True))
+  rows = [-np.mean(log_rows[i, match[i]]) for i in range(len(image))]
+  cols = [-np.mean(log_cols[match[:, j], j]) for j in range(len(image))]
+  z = np.where(match, 1.0, -1.0)
+  siglip = np.sum(np.log1p(np.exp(-z * (logits + bias)))) / len(image)
+  return 0.5 * (np.mean(rows) + np.mean(cols)), siglip
+
+
+@pytest.mark.parametrize("log_scale, bias", SCALES_BIASES)
+def test_shared_captions_are_positives(log_scale, bias):
+  """Texts 1 and 4 describe images 0 and 3 too (a caption shared); row 0's target is then 1/3
+  on texts 0, 1 and 4, column 1's 1/2 on images 0 and 1, and SigLIP's z is +1 on those."""
+  image, text = _pairs(6, 16, seed=3)
+  positives = np.zeros((6, 6), bool)
+  positives[0, [1, 4]] = positives[3, 4] = True
+  s, b = np.float32(log_scale), np.float32(bias)
+  clip, siglip = _numpy_multi_positive(image, text, s, b, positives)
+  np.testing.assert_allclose(clip_loss(image, text, s, positives), clip, rtol=RTOL)
+  np.testing.assert_allclose(siglip_loss(image, text, s, b, positives), siglip, rtol=RTOL)
+  none = np.zeros((6, 6), bool)  # no shared caption: the diagonal alone, as without positives
+  np.testing.assert_allclose(clip_loss(image, text, s, none), clip_loss(image, text, s),
+                             rtol=RTOL)
+  np.testing.assert_allclose(siglip_loss(image, text, s, b, none), siglip_loss(image, text, s, b),
+                             rtol=RTOL)
+  with pytest.raises(DataError, match=r"clip_loss: positives must be \(batch, batch\) = "
+                                      r"\(6, 6\); got shape \(6, 5\)\."):
+    clip_loss(image, text, s, positives[:, :5])
+
+
 def test_two_orthogonal_pairs_give_the_closed_form():
   # image = text = (e1, e2): logits = t I. Each row and column is a 2-way softmax of (t, 0):
   # CLIP = log(1 + e^-t). SigLIP: each row has -log sigmoid(t + b) - log sigmoid(-b).

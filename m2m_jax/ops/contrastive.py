@@ -21,6 +21,12 @@ with a learnt bias b and z_ij = +1 on the diagonal, -1 elsewhere:
 
     L = -1/B sum_i sum_j log sigmoid(z_ij (logits_ij + b)).
 
+Where two images of a batch share a caption ("something red"), that caption describes both,
+and with the diagonal as the only target the loss pushes each image away from a true
+description of it. Both losses take an optional (B, B) ``positives``: the pairs known to match
+besides the diagonal, for CLIP each row's and column's target spread evenly over them (UniCL,
+Yang et al. 2022), for SigLIP z = +1 on them.
+
 Why the negatives must come from the GLOBAL batch: both losses improve with the number of
 negatives each example is contrasted with. In the shared loop the batch is ONE global array
 sharded over the mesh axis ``'data'`` (:func:`m2m_jax.parallel.make_mesh`,
@@ -82,28 +88,52 @@ def _logits(image_emb: jax.Array, text_emb: jax.Array, log_scale) -> jax.Array:
   return jnp.exp(jnp.reshape(log_scale, ()).astype(dtype)) * cosines
 
 
-def clip_loss(image_emb: jax.Array, text_emb: jax.Array, log_scale) -> jax.Array:
+def _positives(name: str, positives, b: int, dtype) -> jax.Array:
+  """(B, B) float 0/1 matrix of the matching pairs: the diagonal, and where given, the pairs
+  ``positives`` marks too."""
+  eye = jnp.eye(b, dtype=bool)
+  if positives is None:
+    return eye.astype(dtype)
+  if jnp.shape(positives) != (b, b):
+    raise DataError(f"{name}: positives must be (batch, batch) = {(b, b)}; got shape "
+                    f"{jnp.shape(positives)}.")
+  return (jnp.asarray(positives, bool) | eye).astype(dtype)
+
+
+def clip_loss(image_emb: jax.Array, text_emb: jax.Array, log_scale,
+              positives: jax.Array | None = None) -> jax.Array:
   """CLIP's symmetric cross-entropy (InfoNCE both ways) of B matching pairs.
 
   Args:
     image_emb: (B, D) L2-normalised image embeddings, any float dtype; B >= 2.
     text_emb: (B, D) L2-normalised text embeddings, pair i being (image_emb[i], text_emb[i]).
     log_scale: scalar (shape () or (1,)), the log of the inverse temperature t.
+    positives: optional (B, B) bool, ``positives[i, j]``: text j describes image i too (a
+      caption two images share, such as "something red"). Each row's and each column's target
+      is then spread evenly over its positives (the diagonal always among them) instead of
+      being the diagonal alone, so a true description is never pushed away as a negative
+      (UniCL, Yang et al. 2022). None: the diagonal only.
 
   Returns:
     A scalar, float32 (float64 for float64 inputs): with logits = t * image @ text.T (B, B),
-    1/2 (mean over rows of the cross-entropy of each row against its diagonal entry + the same
-    over columns).
+    1/2 (mean over rows of the cross-entropy of each row against its target + the same over
+    columns).
   """
   _check_pairs("clip_loss", image_emb, text_emb, log_scale=log_scale)
   logits = _logits(image_emb, text_emb, log_scale)
-  diagonal = jnp.arange(logits.shape[0])
-  image_to_text = optax.losses.softmax_cross_entropy_with_integer_labels(logits, diagonal)
-  text_to_image = optax.losses.softmax_cross_entropy_with_integer_labels(logits.T, diagonal)
+  if positives is None:
+    diagonal = jnp.arange(logits.shape[0])
+    image_to_text = optax.losses.softmax_cross_entropy_with_integer_labels(logits, diagonal)
+    text_to_image = optax.losses.softmax_cross_entropy_with_integer_labels(logits.T, diagonal)
+  else:
+    p = _positives("clip_loss", positives, logits.shape[0], logits.dtype)
+    image_to_text = optax.losses.softmax_cross_entropy(logits, p / p.sum(1, keepdims=True))
+    text_to_image = optax.losses.softmax_cross_entropy(logits.T, p.T / p.sum(0)[:, None])
   return 0.5 * (image_to_text.mean() + text_to_image.mean())
 
 
-def siglip_loss(image_emb: jax.Array, text_emb: jax.Array, log_scale, bias) -> jax.Array:
+def siglip_loss(image_emb: jax.Array, text_emb: jax.Array, log_scale, bias,
+                positives: jax.Array | None = None) -> jax.Array:
   """SigLIP's pairwise sigmoid loss: ``-1/B sum_i sum_j log sigmoid(z_ij (t image_i . text_j +
   bias))``, z = +1 on the diagonal (the B matches) and -1 elsewhere (the B(B - 1) negatives).
 
@@ -118,6 +148,8 @@ def siglip_loss(image_emb: jax.Array, text_emb: jax.Array, log_scale, bias) -> j
     text_emb: (B, D) L2-normalised text embeddings, pair i being (image_emb[i], text_emb[i]).
     log_scale: scalar (shape () or (1,)), the log of the inverse temperature t.
     bias: scalar (shape () or (1,)), the learnt bias b added to every logit.
+    positives: optional (B, B) bool, ``positives[i, j]``: text j describes image i too; those
+      pairs get z = +1 as well (see :func:`clip_loss`). None: the diagonal only.
 
   Returns:
     A scalar, float32 (float64 for float64 inputs): the sum over the B^2 pairs of the binary
@@ -126,7 +158,7 @@ def siglip_loss(image_emb: jax.Array, text_emb: jax.Array, log_scale, bias) -> j
   _check_pairs("siglip_loss", image_emb, text_emb, log_scale=log_scale, bias=bias)
   logits = _logits(image_emb, text_emb, log_scale)
   logits = logits + jnp.reshape(bias, ()).astype(logits.dtype)
-  z = 2 * jnp.eye(logits.shape[0], dtype=logits.dtype) - 1
+  z = 2 * _positives("siglip_loss", positives, logits.shape[0], logits.dtype) - 1
   return -jnp.sum(jax.nn.log_sigmoid(z * logits)) / logits.shape[0]
 
 
