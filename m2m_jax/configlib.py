@@ -195,8 +195,12 @@ def validate(config: ml_collections.ConfigDict, num_devices: int) -> None:
                       and 1 <= profile[0] <= profile[1]):
     raise ConfigError(f"profile_steps must be (first, last) with 1 <= first <= last, e.g. "
                       f"(10, 12), or () for no trace; got {profile}.")
-  if config.num_steps <= 0 and config.num_epochs <= 0:
-    raise ConfigError("set num_steps or num_epochs to a positive number.")
+  if config.num_steps < 0 or config.num_epochs < 0:
+    raise ConfigError(f"num_steps and num_epochs must be >= 0; got {config.num_steps} and "
+                      f"{config.num_epochs}.")
+  if config.num_steps == 0 and config.num_epochs == 0 and not config.get("pretrained"):
+    raise ConfigError("set num_steps or num_epochs to a positive number (both 0, evaluation "
+                      "only, is for pretrained weights: config.pretrained).")
   if transforms.parse(config.transforms) and not getattr(algorithm, "TAKES_TRANSFORMS", False):
     raise ConfigError(f"algorithm {config.algorithm!r} takes no config.transforms (its train "
                       "step draws from the step's key); the classifier and segmentation do.")

@@ -57,13 +57,14 @@ def resolve(config: ml_collections.ConfigDict, dataset: data.Dataset,
 
   ``batch_size = 0`` becomes the whole training set, rounded down to a multiple of
   ``num_devices`` (at most ``num_devices - 1`` examples sit out each step); ``num_steps = 0``
-  is derived from ``num_epochs``; ``num_classes`` (and for text, ``vocab_size`` and
+  is derived from ``num_epochs`` (both 0: no training step, the initial, pretrained state is
+  evaluated); ``num_classes`` (and for text, ``vocab_size`` and
   ``eot_id``) come from the dataset.
   """
   config = ml_collections.ConfigDict(config.to_dict())
   if config.batch_size == 0:
     config.batch_size = len(dataset.train) // num_devices * num_devices
-  if config.num_steps <= 0:
+  if config.num_steps <= 0 and config.num_epochs > 0:
     steps_per_epoch = len(dataset.train) // config.batch_size
     config.num_steps = max(1, round(config.num_epochs * steps_per_epoch))
   config.num_classes = dataset.num_classes or 0

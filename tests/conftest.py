@@ -3,12 +3,14 @@ session, fast XLA compiles, the longest tests first, subprocess helpers for the 
 
 import atexit
 import glob
+import importlib.util
 import json
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
+import types
 
 import pytest
 
@@ -118,11 +120,17 @@ def trained_as_a_user(config: str, workdir, *overrides: str, timeout: float = 90
 def mock_tfds(monkeypatch, request):
   """tensorflow-datasets' mock data instead of any prepared dataset (nothing touches the
   network): ``MOCK_TFDS_EXAMPLES`` examples a split, a module attribute (default 128)."""
+  import numpy as np
   import tensorflow_datasets as tfds
   from tensorflow_datasets.testing import mocking
   # tfds 4.9.10's mock sets `__getitems__` on a MagicMock as a plain partial, so it is called
   # without `self` and fails; batched reads go straight to the fake generator instead.
   monkeypatch.setattr(mocking, "_getitems", lambda keys, generator: [generator[k] for k in keys])
+  if importlib.util.find_spec("tensorflow") is None:
+    # tfds' coco builders (coco_captions) name the dtype tf.int64 in their features, which
+    # imports TensorFlow; the mock needs only the dtype.
+    from tensorflow_datasets.object_detection import coco
+    monkeypatch.setattr(coco, "tf", types.SimpleNamespace(int64=np.int64))
   with tfds.testing.mock_data(num_examples=getattr(request.module, "MOCK_TFDS_EXAMPLES", 128)):
     yield
 
@@ -185,3 +193,46 @@ def openai_clip():
         sys.modules.pop(name, None)
       else:
         sys.modules[name] = module
+
+
+# OpenAI's CLIP(...) arguments of a small model: embed_dim, image_resolution, vision_layers,
+# vision_width, vision_patch_size, context_length, vocab_size, transformer_width,
+# transformer_heads, transformer_layers.
+OPENAI_SMALL = dict(embed_dim=32, image_resolution=32, vision_layers=2, vision_width=64,
+                    vision_patch_size=8, context_length=16, vocab_size=100,
+                    transformer_width=48, transformer_heads=4, transformer_layers=2)
+
+
+def openai_model(seed: int = 0, **sizes):
+  """OpenAI's CLIP with random weights, float32, in eval mode; the LayerNorms and the class
+  embedding get noise, so that their identity / zero-like initialisations hide no error."""
+  import torch
+  torch.manual_seed(seed)
+  model = openai_clip().model.CLIP(**sizes).float().eval()
+  with torch.no_grad():
+    for name, p in model.named_parameters():
+      if ".ln_" in name or name.startswith(("ln_final", "visual.ln_")) or "class_emb" in name:
+        p.add_(0.3 * torch.randn_like(p))
+  return model
+
+
+# A small random OpenAI CLIP that reads what the coco presets give it: 224x224 images, 77
+# tokens of OpenAI's 49,408 ids.
+FAKE_OPENAI = {**OPENAI_SMALL, "image_resolution": 224, "vision_patch_size": 32,
+               "context_length": 77, "vocab_size": 49408, "vision_layers": 1,
+               "transformer_layers": 1, "transformer_width": 64,
+               "transformer_heads": 1}  # OpenAI's rule, width // 64, as load_openai's models
+
+
+def fake_openai_weights(monkeypatch) -> dict:
+  """Makes ``m2m_jax.algorithms.clip``'s ``load_openai(name)`` (clip.load, a download) return
+  the state dict of ``openai_model(**FAKE_OPENAI)``. Returns the count of loads by name."""
+  from m2m_jax.algorithms import clip as clip_algorithm
+  asked = {}
+
+  def load(name):
+    asked[name] = asked.get(name, 0) + 1
+    return openai_model(**FAKE_OPENAI).state_dict()
+
+  monkeypatch.setattr(clip_algorithm, "load_openai", load)
+  return asked

@@ -11,31 +11,12 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import openai_clip
+from conftest import OPENAI_SMALL as SMALL
+from conftest import openai_model as _openai_model
 from m2m_jax import models
 from m2m_jax.errors import ConfigError, DataError
 from m2m_jax.models import clip
 from m2m_jax.models.clip import CLIP, from_openai
-
-# OpenAI's CLIP(...) arguments of a small model: embed_dim, image_resolution, vision_layers,
-# vision_width, vision_patch_size, context_length, vocab_size, transformer_width,
-# transformer_heads, transformer_layers.
-SMALL = dict(embed_dim=32, image_resolution=32, vision_layers=2, vision_width=64,
-             vision_patch_size=8, context_length=16, vocab_size=100, transformer_width=48,
-             transformer_heads=4, transformer_layers=2)
-
-
-def _openai_model(seed: int = 0, **sizes) -> torch.nn.Module:
-  """OpenAI's CLIP with random weights, float32, in eval mode; the LayerNorms and the class
-  embedding get noise, so that their identity / zero-like initialisations hide no error."""
-  torch.manual_seed(seed)
-  model = openai_clip().model.CLIP(**sizes).float().eval()
-  with torch.no_grad():
-    for name, p in model.named_parameters():
-      if ".ln_" in name or name.startswith(("ln_final", "visual.ln_")) or "class_emb" in name:
-        p.add_(0.3 * torch.randn_like(p))
-  return model
-
 
 def _tokens(batch: int, length: int, vocab: int, ends: list[int], seed: int = 0) -> np.ndarray:
   """Texts of random ids below EOT = vocab - 1, each ending with EOT at ``ends[i]``, then 0."""

@@ -49,7 +49,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import ONE_STEP, ROOT, SESSION_DIR, checkpoint_data_file, scribble, xla_flags
+from conftest import (ONE_STEP, ROOT, SESSION_DIR, checkpoint_data_file, fake_openai_weights,
+                      scribble, xla_flags)
 from m2m_jax import configlib, data, registry, report, train
 from m2m_jax.data import transforms
 from m2m_jax.errors import CheckpointError, ConfigError, M2MError, TrainingDiverged
@@ -192,6 +193,8 @@ def _preset(name, preset, tfds, tmp_path, request):
   if (name, preset) in NEEDS_TENSORFLOW:
     pytest.importorskip("tensorflow")
   config = tiny(name, preset)
+  if config.get("pretrained"):  # a small random model in place of the download
+    fake_openai_weights(request.getfixturevalue("monkeypatch"))
   if tfds:
     request.getfixturevalue("mock_tfds")
     config.data.data_dir = str(tmp_path / "tfds")

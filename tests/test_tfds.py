@@ -88,3 +88,21 @@ def test_unknown_nested_feature_and_unread_max_length_are_refused(mock_tfds, tmp
   with pytest.raises(ConfigError, match="max_lengths names 'boxes', which is not one of the "
                                         "keys read: x, y"):
     m2m_jax.data.load("tfds:mnist", data_dir=str(tmp_path), max_lengths={"boxes": 4})
+
+
+def test_captions_become_bpe_tokens(mock_tfds, tmp_path):
+  """coco_captions' sequence of captions an image: texts_per_example of them (cycled where an
+  image has fewer) as OpenAI's BPE ids, (N, K, T), with the tokenizer on the dataset."""
+  ds = m2m_jax.data.load("tfds:coco_captions", data_dir=str(tmp_path), train_split="train",
+                         test_split="val", keys={"x": "image", "tokens": "captions/text"},
+                         image_size=24, texts_per_example=3, context_length=12)
+  batch = ds.test[np.arange(4)]
+  assert batch["x"].shape == (4, 24, 24, 3) and batch["tokens"].shape == (4, 3, 12)
+  assert batch["tokens"].dtype == np.int32
+  tok = ds.tokenizer
+  assert (tok.vocab_size, tok.eot_id) == (49408, 49407)
+  record = ds.test.source.__getitems__([0])[0]
+  texts = [str(t) for t in record["captions"]["text"]]
+  expected = [texts[i % len(texts)] for i in range(3)]
+  np.testing.assert_array_equal(batch["tokens"][0], tok.encode(expected, 12, truncate=True))
+  assert np.all((batch["tokens"] == tok.eot_id).sum(-1) == 1)

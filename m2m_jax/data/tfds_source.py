@@ -10,6 +10,7 @@ from typing import Mapping
 import numpy as np
 
 from m2m_jax.data.core import Dataset, pad
+from m2m_jax.data.text import BPETokenizer
 from m2m_jax.errors import ConfigError, DataError
 
 DEFAULT_KEYS = {"x": "image", "y": "label"}
@@ -27,6 +28,11 @@ class TfdsSplit:
   ``<key>_mask`` marks its real entries (:func:`m2m_jax.data.pad`). Other keys keep their
   stored dtype.
 
+  A key in ``texts`` reads text (a caption, or a sequence of them such as coco_captions'
+  ``captions/text``): its ``texts_per_example`` texts (a sequence cycled or cut to that many)
+  become token ids (texts_per_example, context_length) int32 of ``tokenizer``
+  (:mod:`m2m_jax.data.text`), a text too long for the context cut with its end token kept.
+
   For segmentation, ``image_size = s > 0`` resizes every image to (s, s) (bilinear, with
   antialiasing) and an image-shaped ``y`` such as a label mask (H, W, 1) to (s, s, 1) (nearest
   neighbour, so labels stay labels); ``mask_values`` turns ``y`` into a float32 binary mask,
@@ -34,10 +40,14 @@ class TfdsSplit:
   """
 
   def __init__(self, source, keys: Mapping[str, str] = DEFAULT_KEYS, image_size: int = 0,
-               mask_values: tuple = (), max_lengths: Mapping[str, int] | None = None):
+               mask_values: tuple = (), max_lengths: Mapping[str, int] | None = None,
+               texts: tuple[str, ...] = (), tokenizer=None, texts_per_example: int = 5,
+               context_length: int = 77):
     self.source, self.keys = source, dict(keys)
     self.image_size, self.mask_values = image_size, tuple(mask_values)
     self.max_lengths = dict(max_lengths or {})
+    self.texts, self.tokenizer = tuple(texts), tokenizer
+    self.texts_per_example, self.context_length = texts_per_example, context_length
 
   def __len__(self) -> int:
     return len(self.source)
@@ -46,6 +56,9 @@ class TfdsSplit:
     records = self.source.__getitems__([int(i) for i in np.asarray(idx)])
     out, scale = {}, 1.0
     for key, path in self.keys.items():
+      if key in self.texts:
+        out[key] = np.stack([self._tokens(_get(r, path), path) for r in records])
+        continue
       values = [_features(_get(r, path)) for r in records]
       if key == "x" and values[0].dtype == np.uint8:
         scale = 255.0
@@ -63,6 +76,16 @@ class TfdsSplit:
       out["y"] = (np.isin(y, self.mask_values).astype(np.float32) if self.mask_values else
                   y.astype(np.int32 if np.issubdtype(y.dtype, np.integer) else np.float32))
     return out
+
+
+  def _tokens(self, value, path: str) -> np.ndarray:
+    """One example's text feature -> (texts_per_example, context_length) token ids."""
+    texts = [value] if isinstance(value, (str, bytes)) else list(np.asarray(value).reshape(-1))
+    texts = [t.decode("utf-8") if isinstance(t, bytes) else str(t) for t in texts]
+    if not texts:
+      raise DataError(f"an example has no text in feature {path!r}; every example needs one.")
+    texts = [texts[i % len(texts)] for i in range(self.texts_per_example)]
+    return self.tokenizer.encode(texts, self.context_length, truncate=True)
 
 
 def _get(record: dict, path: str):
@@ -100,7 +123,8 @@ def load(name: str, data_dir: str | None = None, train_split: str = "train",
          test_split: str = "test", x_key: str = "image", y_key: str = "label",
          download: bool = False, image_size: int = 0, mask_values: tuple = (),
          keys: Mapping[str, str] | None = None,
-         max_lengths: Mapping[str, int] | None = None) -> Dataset:
+         max_lengths: Mapping[str, int] | None = None, texts_per_example: int = 5,
+         context_length: int = 77) -> Dataset:
   """Opens tfds dataset ``name`` (e.g. ``mnist``, ``cifar10``) for random access.
 
   Args:
@@ -119,6 +143,11 @@ def load(name: str, data_dir: str | None = None, train_split: str = "train",
       replaces ``x_key`` and ``y_key`` (None: ``{'x': x_key, 'y': y_key}``).
     max_lengths: the keys of variable length and the length each is padded (or cut) to; each
       comes with a boolean ``<key>_mask``.
+    texts_per_example, context_length: a key that reads a text feature (``{'tokens':
+      'captions/text'}`` for coco_captions) gives each example's first ``texts_per_example``
+      texts (cycled where it has fewer) as OpenAI CLIP's BPE token ids (texts_per_example,
+      context_length); the dataset's ``tokenizer`` is that :class:`~m2m_jax.data.text.BPETokenizer`
+      (``pip install "m2m_jax[clip]"``).
 
   The dataset's ``class_names`` are those of the class-label feature read as ``y`` (or, for
   ``keys`` without ``y``, as ``labels``), if it has names.
@@ -151,12 +180,25 @@ def load(name: str, data_dir: str | None = None, train_split: str = "train",
     if path not in paths:
       raise DataError(f"tfds dataset {name!r} has no feature {path!r}; its features are: "
                       f"{', '.join(sorted(paths))}.")
-  train, test = (TfdsSplit(s, keys, image_size, mask_values, max_lengths) for s in (train, test))
+  texts = tuple(k for k, path in keys.items() if _is_text(paths[path]))
+  tokenizer = None
+  if texts:
+    if texts_per_example < 1:
+      raise ConfigError(f"texts_per_example must be >= 1, got {texts_per_example}.")
+    tokenizer = BPETokenizer()
+  train, test = (TfdsSplit(s, keys, image_size, mask_values, max_lengths, texts, tokenizer,
+                           texts_per_example, context_length) for s in (train, test))
   label = paths.get(keys.get("y", keys.get("labels", "")))
   num_classes = None if mask_values else getattr(label, "num_classes", None)
   return Dataset(f"tfds:{name}", train, test, num_classes, f"tensorflow-datasets {name}",
                  tuple(getattr(label, "names", None) or ()) if num_classes else (),
-                 dict(max_lengths or {}))
+                 dict(max_lengths or {}), tokenizer)
+
+
+def _is_text(feature) -> bool:
+  """A text feature: ``Text``, or a string ``Tensor`` (coco_captions' captions); tfds reads
+  strings, and only strings, as numpy objects."""
+  return getattr(feature, "np_dtype", None) == np.object_
 
 
 def _feature_paths(features, prefix: str = "") -> dict:

@@ -17,9 +17,11 @@ with s = ``logit_scale``, initialised at log(1 / 0.07) and clamped at log(100) w
   text and nothing after it.
 
 ``from_openai(state_dict)`` reads the architecture from OpenAI's PyTorch weights (as their
-``build_model`` does) and returns this model with the converted variables.
+``build_model`` does) and returns this model with the converted variables;
+``load_openai(name)`` fetches those weights by name with OpenAI's ``clip.load``.
 """
 
+import importlib
 import math
 from typing import Mapping, Sequence
 
@@ -341,3 +343,19 @@ def from_openai(state_dict: Mapping, *, image_heads: int | None = None,
     raise DataError("from_openai: the converted weights do not match the architecture read "
                     "from the state dict; is it an OpenAI CLIP checkpoint?")
   return model, {"params": params}
+
+
+def load_openai(name: str) -> Mapping:
+  """The PyTorch state dict of OpenAI's pretrained CLIP ``name`` (``'ViT-B/32'``, ...), from
+  ``clip.load``, which downloads it the first time (needs internet and ``pip install
+  "m2m_jax[clip]"``); convert it with :func:`from_openai`."""
+  try:
+    clip = importlib.import_module("clip")
+  except ImportError as e:
+    raise ConfigError(f"loading OpenAI's CLIP {name!r} needs OpenAI's clip package and "
+                      f"PyTorch, which do not import here ({e}); install them with pip install "
+                      "\"m2m_jax[clip]\".") from e
+  if name not in clip.available_models():
+    raise ConfigError(f"OpenAI has no CLIP named {name!r}; choose from "
+                      f"{', '.join(clip.available_models())}.")
+  return clip.load(name, device="cpu", jit=False)[0].state_dict()
