@@ -80,9 +80,10 @@ ROWS = [
         "training", "text -> image and image -> text recall@5; zero-shot accuracy over the 24 "
         "(shape, colour) classes",
         "t2i **{t[t2i_r5]:.1%}**, i2t {t[i2t_r5]:.1%}; zero-shot **{t[zeroshot_accuracy]:.1%}** "
-        "(held-out pairs {t[zeroshot_heldout]:.1%}, seen {t[zeroshot_seen]:.1%})",
+        "(held-out pairs **{t[zeroshot_heldout]:.1%}**, seen {t[zeroshot_seen]:.1%}); P(right "
+        "caption of 5) {t[p_right_caption]:.4f}",
         "never trained its own: OpenAI's ViT-B/32, zero-shot, P = 0.9990 for the right one of "
-        "5 Flickr8k captions"),
+        "5 Flickr8k captions (`clip:seed` runs that experiment on COCO)"),
     Row("kmeans", "4 Gaussian blobs (1,200 / 300)", "ARI vs. true labels", "**{t[ari]:.3f}**",
         "never ran"),
     Row("kmeans:iris", "iris, standardised", "ARI vs. species", "**{t[ari]:.3f}**"),
