@@ -1,16 +1,19 @@
 """Training-step throughput and MFU of the ImageNet-shaped transformers on an accelerator.
 
 Runs the shared loop's compiled training step (``train.programs``: the config's transforms, its
-AdamW recipe, the state donated) of ``vit:b16`` (ViT-B/16) and ``swin:swin_t`` (Swin-T) at
-224x224 in bfloat16 (parameters float32) on a random batch on the first device. For each it
-reports the compile seconds, images per second (best of ``--repeats`` runs of ``--steps``
-steps), and the model FLOPs utilisation:
+AdamW recipe, the state donated) of ``vit:b16`` (ViT-B/16), ``swin:swin_t`` (Swin-T) and
+``clip:coco`` (OpenAI's ViT-B/32 CLIP, configs/clip.py's ``coco`` preset, on one random
+77-token caption an image) at 224x224 in bfloat16 (parameters
+float32) on a random batch (``--batch-size``: 128 an image model, 256 for CLIP; global, over every
+device). For each it reports the compile seconds, images per second (best of ``--repeats`` runs
+of ``--steps`` steps), and the model FLOPs utilisation:
 
     MFU = 3 x (forward FLOPs of one batch) / (seconds per step) / (the chip's peak bf16 FLOP/s)
 
-with the forward FLOPs counted by XLA (``cost_analysis``) of the model's apply alone, and the
-backward taken as twice the forward, the usual convention (PaLM, appendix B). The peaks are
-dense bf16 figures from the vendors' data sheets (``PEAK_BF16``); an unknown chip gets no MFU.
+with the forward FLOPs counted by XLA (``cost_analysis``) of the model's apply alone (CLIP's
+both towers, not the loss's B x B logits), and the backward taken as twice the forward, the
+usual convention (PaLM, appendix B). The peaks are dense bf16 figures from the vendors' data
+sheets (``PEAK_BF16``); an unknown chip gets no MFU.
 
     python bench/accelerator.py --json accelerator.json          # on the GPU or TPU
     python bench/accelerator.py --quick                          # a CPU smoke run, tiny models
@@ -28,7 +31,9 @@ import numpy as np
 
 from m2m_jax import configlib, parallel, registry, train
 
-MODELS = {"vit_b16": ("vit", "b16"), "swin_t": ("swin", "swin_t")}
+MODELS = {"vit_b16": ("vit", "b16"), "swin_t": ("swin", "swin_t"), "clip_b32": ("clip", "coco")}
+BATCH_SIZE = {"clip_b32": 256}  # the default global batch where not 128
+CLIP_VOCAB, CLIP_CONTEXT = 49408, 77  # OpenAI's BPE (<eot> the last id) and context
 # Dense bf16 peak FLOP/s by jax's device_kind (NVIDIA and Google data sheets).
 PEAK_BF16 = {"NVIDIA H100 80GB HBM3": 989e12, "NVIDIA H100 PCIe": 756e12, "NVIDIA H200": 989e12,
              "NVIDIA A100-SXM4-80GB": 312e12, "NVIDIA A100-SXM4-40GB": 312e12,
@@ -39,29 +44,45 @@ PEAK_BF16 = {"NVIDIA H100 80GB HBM3": 989e12, "NVIDIA H100 PCIe": 756e12, "NVIDI
 def bench_config(name: str, preset: str, batch_size: int, quick: bool):
   """The preset in bfloat16 at ``batch_size`` (``quick``: a tiny model of its family)."""
   config = configlib.load(name, preset)
+  if name == "clip":  # what the coco_captions dataset would set
+    config.vocab_size, config.eot_id = CLIP_VOCAB, CLIP_VOCAB - 1
   if quick:
     config = configlib.tiny(config)
     config.model = {k: v for k, v in config.model.items() if k != "variant"}
     config.model.update({"vit": dict(patch_size=8, width=8, depth=1, num_heads=2, mlp_dim=16),
                          "swin": dict(embed_dim=8, depths=(2,), num_heads=(2,),
-                                      window_size=4)}[name])
+                                      window_size=4),
+                         "clip": dict(patch_size=8)}[name])  # tiny() caps the rest
   config.dtype = "bfloat16"
   config.batch_size = batch_size
   return config
 
 
 def random_batch(config, image_size: int, num_classes: int) -> dict:
+  """Uniform pixels and labels; for CLIP also one caption an image (B, 1, CLIP_CONTEXT): random
+  ids below <eot>, <eot> at a random position from 2 on, zeros after it."""
   rng = np.random.default_rng(0)
-  return {"x": rng.random((config.batch_size, image_size, image_size, 3), np.float32),
-          "y": rng.integers(0, num_classes, config.batch_size, dtype=np.int32)}
+  b = config.batch_size
+  batch = {"x": rng.random((b, image_size, image_size, 3), np.float32),
+           "y": rng.integers(0, num_classes, b, dtype=np.int32)}
+  if config.algorithm == "clip":
+    position, eot = np.arange(CLIP_CONTEXT), rng.integers(2, CLIP_CONTEXT, (b, 1, 1))
+    ids = rng.integers(0, config.eot_id, (b, 1, CLIP_CONTEXT))
+    batch["tokens"] = np.where(position < eot, ids,
+                               np.where(position == eot, config.eot_id, 0)).astype(np.int32)
+  return batch
 
 
-def forward_flops(state, x) -> float:
-  """XLA's FLOP count of the model's forward pass on ``x`` (eval mode)."""
-  apply = jax.jit(lambda s, x: s.apply_fn({"params": s.params, **({"batch_stats": s.batch_stats}
+def forward_flops(state, batch: dict) -> float:
+  """XLA's FLOP count of the model's forward pass on ``batch['x']`` (eval mode); CLIP's on the
+  images and the first caption of each."""
+  inputs = [jnp.asarray(batch["x"])]
+  if "tokens" in batch:
+    inputs.append(jnp.asarray(batch["tokens"][:, 0]))
+  apply = jax.jit(lambda s, *a: s.apply_fn({"params": s.params, **({"batch_stats": s.batch_stats}
                                                                     if s.batch_stats else {})},
-                                          x, train=False))
-  cost = apply.lower(state, x).compile().cost_analysis()
+                                           *a, train=False))
+  cost = apply.lower(state, *inputs).compile().cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
   return float(cost["flops"])
 
@@ -79,7 +100,7 @@ def bench_model(name: str, preset: str, batch_size: int, steps: int, repeats: in
   batch = random_batch(config, image_size, num_classes)
   state = parallel.replicate(algorithm.init(config, jax.random.key(0), batch), mesh)
   num_params = sum(p.size for p in jax.tree.leaves(state.params))
-  flops = forward_flops(state, jnp.asarray(batch["x"]))
+  flops = forward_flops(state, batch)
   compiled = train.programs(algorithm, config, mesh)
   batch = parallel.to_global(batch, mesh)
   rng = jax.random.key(1)
@@ -125,17 +146,18 @@ def table(rows: list[dict]) -> str:
 def main(argv: Sequence[str] | None = None) -> dict:
   p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   p.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS))
-  p.add_argument("--batch-size", type=int, default=None, help="default 128 (quick: 4)")
+  p.add_argument("--batch-size", type=int, default=None,
+                 help="every row's (default 128, clip_b32 256; quick: 4)")
   p.add_argument("--steps", type=int, default=None, help="steps per repeat (default 20, quick 2)")
   p.add_argument("--repeats", type=int, default=None, help="best of (default 3, quick 1)")
   p.add_argument("--quick", action="store_true", help="tiny models at 32x32: a smoke run")
   p.add_argument("--json", metavar="PATH", help="also write the results here")
   args = p.parse_args(argv)
-  batch_size = args.batch_size or (4 if args.quick else 128)
   steps = args.steps or (2 if args.quick else 20)
   repeats = args.repeats or (1 if args.quick else 3)
   print(f"jax {jax.__version__} on {jax.devices()[0].device_kind} ({jax.default_backend()})")
-  rows = [bench_model(*MODELS[m], batch_size, steps, repeats, args.quick) for m in args.models]
+  rows = [bench_model(*MODELS[m], args.batch_size or (4 if args.quick else BATCH_SIZE.get(m, 128)),
+                      steps, repeats, args.quick) for m in args.models]
   print(table(rows))
   results = {"jax": jax.__version__, "results": rows}
   if args.json:

@@ -2,17 +2,20 @@
 
 Both frameworks run the same architecture on the same random batch in the same process. JAX runs
 the algorithm's ``train_step`` (``classifier``, ``segmentation`` for the U-Net, ``vae`` for the
-VAE) jitted with the state donated, as the shared loop does; PyTorch runs an ``nn.Module`` with
-``torch.optim.Adam`` (zero_grad, the same loss: cross-entropy, BCE + soft Dice, or the negative
-ELBO with a fresh reparameterisation noise; backward, step) on
+VAE, ``clip`` for CLIP) jitted with the state donated, as the shared loop does; PyTorch runs an
+``nn.Module`` with ``torch.optim.Adam`` (zero_grad, the same loss: cross-entropy, BCE + soft
+Dice, the negative ELBO with a fresh reparameterisation noise, or CLIP's symmetric InfoNCE on one
+of each image's captions drawn at random; backward, step) on
 ``--torch-threads`` threads (default ``os.cpu_count()``). Compile (the first JAX call, as
 ``compile_time_s`` in the loop's summary) is timed apart; steady state is the best of
 ``--repeats`` runs of ``--steps`` steps, JAX and PyTorch repeats interleaved so that load from
 other processes hits both alike.
 
 Models: ``mlp``, ``cnn28``, ``cnn16``, ``simple_cnn``, ``resnet20``, ``unet``, ``vae``, ``vit``
-(the ``mnist5k`` preset of configs/vit.py on 28x28x1) and ``swin`` (the seed notebook's Swin on
-32x32x1).
+(the ``mnist5k`` preset of configs/vit.py on 28x28x1), ``swin`` (the seed notebook's Swin on
+32x32x1) and ``clip`` (the default preset of configs/clip.py: a ViT image tower on 32x32x3 and a
+causal text transformer on 2 captions an image of 16 tokens from a 30-word vocabulary, the
+captioned shapes' sizes).
 
   python bench/train_step.py [--batch-size 128] [--models mlp cnn28] [--json results.json]
 """
@@ -41,6 +44,9 @@ from m2m_jax.models.vit import posemb_sincos_2d
 
 NUM_CLASSES = 10
 LEARNING_RATE = 1e-3
+# CLIP's captions as the captioned shapes' word tokenizer lays them out: <pad> 0, <sot> 1, <eot>
+# 2, then the words (30 tokens in all); K captions an image of T tokens.
+CLIP_VOCAB, CLIP_SOT, CLIP_EOT, CLIP_CAPTIONS, CLIP_CONTEXT = 30, 1, 2, 2, 16
 
 
 @dataclass(frozen=True)
@@ -52,7 +58,8 @@ class Spec:
   shape: tuple[int, ...]  # one example, channels last (H, W, C) or (features,)
   torch_model: Callable[[], nn.Module]
   algorithm: str = "classifier"  # "segmentation": the target is a mask of the input's size;
-                                 # "vae": the target is the input, pixels in [0, 1]
+                                 # "vae": the target is the input, pixels in [0, 1];
+                                 # "clip": the target is K captions' token ids (K, T)
 
 
 def torch_mlp(features: int, hidden: Sequence[int]) -> nn.Module:
@@ -180,7 +187,8 @@ class TorchVAE(nn.Module):
 class TorchAttention(nn.Module):
   """Multi-head self-attention on tokens (..., N, D), heads of width D / h: one qkv projection
   with biases (laid out q, k, v, then heads, as m2m_jax's WindowAttention), scaled dot-product
-  attention plus an optional additive bias (..., h, N, N), an output projection with bias."""
+  attention plus an optional additive bias (..., h, N, N) or under a boolean mask (True: attend),
+  an output projection with bias."""
 
   def __init__(self, width: int, heads: int):
     super().__init__()
@@ -196,23 +204,35 @@ class TorchAttention(nn.Module):
     return self.proj(y.transpose(-2, -3).reshape(*lead, n, d))
 
 
-def torch_mlp_block(width: int, hidden: int) -> nn.Module:
-  """m2m_jax.models.layers.MlpBlock: dense -> GELU (exact) -> dense."""
-  return nn.Sequential(nn.Linear(width, hidden), nn.GELU(), nn.Linear(hidden, width))
+class QuickGELU(nn.Module):
+  """x * sigmoid(1.702 x), OpenAI CLIP's GELU (m2m_jax.models.layers.quick_gelu)."""
+
+  def forward(self, x):
+    return x * torch.sigmoid(1.702 * x)
+
+
+ACTIVATIONS = {"gelu": nn.GELU, "quick_gelu": QuickGELU}  # m2m_jax.models.layers.ACTIVATIONS
+
+
+def torch_mlp_block(width: int, hidden: int, activation: str = "gelu") -> nn.Module:
+  """m2m_jax.models.layers.MlpBlock: dense -> GELU (exact, or OpenAI's quick GELU) -> dense."""
+  return nn.Sequential(nn.Linear(width, hidden), ACTIVATIONS[activation](),
+                       nn.Linear(hidden, width))
 
 
 class TorchEncoderBlock(nn.Module):
-  """m2m_jax.models.layers.EncoderBlock (pre-norm): x + MHA(LN(x)), then x + MLP(LN(x)); the
-  LayerNorms' epsilon is flax's default 1e-6."""
+  """m2m_jax.models.layers.EncoderBlock (pre-norm): x + MHA(LN(x), mask), then x + MLP(LN(x));
+  the LayerNorms' epsilon is flax's default 1e-6 unless given."""
 
-  def __init__(self, width: int, heads: int, mlp_dim: int):
+  def __init__(self, width: int, heads: int, mlp_dim: int, eps: float = 1e-6,
+               activation: str = "gelu"):
     super().__init__()
-    self.norm1, self.norm2 = nn.LayerNorm(width, eps=1e-6), nn.LayerNorm(width, eps=1e-6)
+    self.norm1, self.norm2 = nn.LayerNorm(width, eps=eps), nn.LayerNorm(width, eps=eps)
     self.attention = TorchAttention(width, heads)
-    self.mlp = torch_mlp_block(width, mlp_dim)
+    self.mlp = torch_mlp_block(width, mlp_dim, activation)
 
-  def forward(self, x):
-    x = x + self.attention(self.norm1(x))
+  def forward(self, x, mask=None):
+    x = x + self.attention(self.norm1(x), mask)
     return x + self.mlp(self.norm2(x))
 
 
@@ -311,8 +331,65 @@ class TorchSwin(nn.Module):
     return self.head(self.norm(self.stages(x)).mean((1, 2)))
 
 
+class TorchCLIP(nn.Module):
+  """m2m_jax.models.clip.CLIP with its ViT image tower, OpenAI's layout: a bias-free p x p patch
+  conv, a class token, learned positions for it and the patches, LN (ln_pre), pre-norm blocks,
+  LN of the class token (ln_post); the text tower: token + learned position embeddings,
+  pre-norm blocks under a causal mask, LN (ln_final), read at each row's first ``eot_id``
+  (OpenAI's ``tokens.argmax(-1)`` where eot is the largest id; the last position in a row
+  without one); both projected without bias to ``embed_dim`` and L2-normalised. MLPs 4 x width,
+  LayerNorm epsilons ``norm_epsilon``. Its forward returns (image embeddings, text embeddings,
+  the learned log temperature clamped at log 100), as CLIP's ``__call__``."""
+
+  def __init__(self, channels: int, side: int, vocab_size: int, context: int, eot_id: int,
+               embed_dim: int, patch_size: int, image_width: int, image_depth: int,
+               image_heads: int, text_width: int, text_depth: int, text_heads: int,
+               activation: str = "quick_gelu", norm_epsilon: float = 1e-5):
+    super().__init__()
+    block = lambda w, h: TorchEncoderBlock(w, h, 4 * w, norm_epsilon, activation)
+    norm = lambda w: nn.LayerNorm(w, eps=norm_epsilon)
+    self.patches = nn.Conv2d(channels, image_width, patch_size, patch_size, bias=False)
+    self.cls = nn.Parameter(torch.zeros(image_width))
+    self.image_pos = nn.Parameter(torch.randn((side // patch_size) ** 2 + 1, image_width)
+                                  * image_width ** -0.5)
+    self.ln_pre, self.ln_post = norm(image_width), norm(image_width)
+    self.image_blocks = nn.Sequential(*(block(image_width, image_heads)
+                                        for _ in range(image_depth)))
+    self.image_projection = nn.Linear(image_width, embed_dim, bias=False)
+    self.token_embedding = nn.Embedding(vocab_size, text_width)
+    nn.init.normal_(self.token_embedding.weight, std=0.02)
+    self.text_pos = nn.Parameter(torch.randn(context, text_width) * 0.01)
+    self.text_blocks = nn.ModuleList(block(text_width, text_heads) for _ in range(text_depth))
+    self.ln_final = norm(text_width)
+    self.text_projection = nn.Linear(text_width, embed_dim, bias=False)
+    self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
+    self.register_buffer("causal", torch.ones(context, context, dtype=torch.bool).tril())
+    self.eot_id = eot_id
+
+  def encode_image(self, x):
+    x = self.patches(x).flatten(2).transpose(1, 2)  # (B, N, D), row-major
+    x = torch.cat([self.cls.expand(len(x), 1, -1), x], 1) + self.image_pos
+    x = self.ln_post(self.image_blocks(self.ln_pre(x))[:, 0])
+    return F.normalize(self.image_projection(x), dim=-1)
+
+  def encode_text(self, tokens):
+    t = tokens.shape[1]
+    x = self.token_embedding(tokens) + self.text_pos[:t]
+    for block in self.text_blocks:
+      x = block(x, self.causal[:t, :t])
+    is_eot = tokens == self.eot_id
+    eot = torch.where(is_eot.any(1), is_eot.int().argmax(1), t - 1)
+    x = self.ln_final(x)[torch.arange(len(x)), eot]
+    return F.normalize(self.text_projection(x), dim=-1)
+
+  def forward(self, x, tokens):
+    return (self.encode_image(x), self.encode_text(tokens),
+            self.logit_scale.clamp(max=math.log(100.0)))
+
+
 def specs(mlp_in: int, mlp_hidden: tuple[int, ...]) -> dict[str, Spec]:
   """Every benchmarked model by its name on the command line."""
+  clip = configlib.load("clip").model.to_dict()  # the default preset's CLIP
   return {
       "mlp": Spec("mlp", {"hidden": mlp_hidden}, (mlp_in,), lambda: torch_mlp(mlp_in, mlp_hidden)),
       "cnn28": Spec("cnn", {}, (28, 28, 1), lambda: torch_cnn(28)),
@@ -331,23 +408,41 @@ def specs(mlp_in: int, mlp_hidden: tuple[int, ...]) -> dict[str, Spec]:
                             "num_heads": (2, 2), "window_size": 2, "drop_path_rate": 0.0,
                             "use_mask": True}, (32, 32, 1),
                    lambda: TorchSwin(1, 32, 4, 32, (2, 2), (2, 2), 2)),
+      "clip": Spec("clip", clip, (32, 32, 3),
+                   lambda: TorchCLIP(3, 32, CLIP_VOCAB, CLIP_CONTEXT, CLIP_EOT, **clip), "clip"),
   }
+
+
+def random_tokens(rng: np.random.Generator, batch_size: int) -> np.ndarray:
+  """(B, K, T) int32 captions in the word tokenizer's layout: <sot>, 1 to T - 2 random words,
+  <eot>, then <pad> (0) to the end."""
+  shape = (batch_size, CLIP_CAPTIONS, CLIP_CONTEXT)
+  words = rng.integers(CLIP_EOT + 1, CLIP_VOCAB, shape, dtype=np.int32)
+  eot = rng.integers(2, CLIP_CONTEXT, shape[:2])[..., None]  # each caption's <eot> position
+  position = np.arange(CLIP_CONTEXT)
+  tokens = np.where(position < eot, words, np.where(position == eot, CLIP_EOT, 0))
+  tokens[..., 0] = CLIP_SOT
+  return tokens.astype(np.int32)
 
 
 def random_batch(spec: Spec, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
   """Standard normal inputs (B, *shape) float32 and uniform labels (B,) int32, or for
-  segmentation binary masks (B, H, W, 1) float32; for the VAE uniform pixels in [0, 1]."""
+  segmentation binary masks (B, H, W, 1) float32; for the VAE uniform pixels in [0, 1]; for
+  CLIP K captions an image (:func:`random_tokens`)."""
   rng = np.random.default_rng(0)
   if spec.algorithm == "vae":
     return rng.random((batch_size, *spec.shape), dtype=np.float32), np.zeros(batch_size, np.int32)
   x = rng.standard_normal((batch_size, *spec.shape), dtype=np.float32)
   if spec.algorithm == "segmentation":
     return x, (rng.random((*x.shape[:3], 1)) < 0.3).astype(np.float32)
+  if spec.algorithm == "clip":
+    return x, random_tokens(rng, batch_size)
   return x, rng.integers(0, NUM_CLASSES, batch_size, dtype=np.int32)
 
 
 def jax_config(spec: Spec, batch_size: int) -> ml_collections.ConfigDict:
-  """A config with Adam at a constant learning rate, like torch.optim.Adam."""
+  """A config with Adam at a constant learning rate, like torch.optim.Adam; for CLIP, its loss
+  and the tokenizer's fields (which ``train.resolve`` takes from a dataset)."""
   c = configlib.base()
   c.algorithm = spec.algorithm
   c.model_name = spec.model_name
@@ -357,6 +452,9 @@ def jax_config(spec: Spec, batch_size: int) -> ml_collections.ConfigDict:
   c.optimizer = "adam"
   c.learning_rate = LEARNING_RATE
   c.schedule = "constant"
+  if spec.algorithm == "clip":
+    c.loss, c.vocab_size, c.eot_id = "clip", CLIP_VOCAB, CLIP_EOT
+    c.shared_positives = False  # InfoNCE on the diagonal, as the twin computes it
   return c
 
 
@@ -365,7 +463,8 @@ class JaxStep:
 
   def __init__(self, spec: Spec, x: np.ndarray, y: np.ndarray):
     algorithm = registry.get(spec.algorithm)
-    self.batch = {"x": jnp.asarray(x), "y": jnp.asarray(y)}
+    target = "tokens" if spec.algorithm == "clip" else "y"  # CLIP's: captions (B, K, T)
+    self.batch = {"x": jnp.asarray(x), target: jnp.asarray(y)}
     config = jax_config(spec, len(x))
     self.state = algorithm.init(config, jax.random.key(0), self.batch)
     self.num_params = sum(p.size for p in jax.tree.leaves(self.state.params))
@@ -405,6 +504,14 @@ class TorchStep:
     if self.algorithm == "vae":  # the model returns its loss
       loss = self.model(self.x)
       return loss, {"loss": loss.detach()}
+    if self.algorithm == "clip":  # y: (B, K, T) captions, one of each drawn as train_step does
+      rows = torch.arange(len(self.y))
+      image, text, log_scale = self.model(self.x, self.y[rows, torch.randint(self.y.shape[1],
+                                                                               rows.shape)])
+      logits = log_scale.exp() * image @ text.T
+      loss = (F.cross_entropy(logits, rows) + F.cross_entropy(logits.T, rows)) / 2
+      return loss, {"loss": loss.detach(), "scale": log_scale.detach().exp(),
+                    "accuracy": (logits.argmax(1) == rows).float().mean()}
     logits = self.model(self.x)
     loss = self.loss(logits)
     hit = ((logits > 0).float() == self.y) if self.segmentation else logits.argmax(-1) == self.y

@@ -9,7 +9,8 @@ import sys
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MODELS = {"mlp", "cnn28", "cnn16", "simple_cnn", "resnet20", "unet", "vae", "vit", "swin"}
+MODELS = {"mlp", "cnn28", "cnn16", "simple_cnn", "resnet20", "unet", "vae", "vit", "swin",
+          "clip"}
 FIELDS = ("jax_examples_per_s", "torch_examples_per_s", "ratio_jax_over_torch", "jax_compile_s")
 CLASSIC = {("linear_regression", "least_squares", "LinearRegression"),
            ("linear_regression", "ridge", "Ridge"), ("linear_regression", "lasso", "Lasso"),
@@ -98,15 +99,15 @@ def test_quick_trees_benchmark(estimators, tmp_path):
 
 
 def test_accelerator_benchmark_quick(tmp_path):
-  """bench/accelerator.py --quick (tiny models of both families at 32x32, on the CPU): each row
-  has a positive speed and XLA's forward FLOP count; MFU only for a chip of known peak."""
+  """bench/accelerator.py --quick (tiny models of the three families at 32x32, on the CPU): each
+  row has a positive speed and XLA's forward FLOP count; MFU only for a chip of known peak."""
   sys.path.insert(0, os.path.join(ROOT, "bench"))
   try:
     import accelerator
   finally:
     sys.path.pop(0)
   rows = accelerator.main(["--quick", "--json", str(tmp_path / "a.json")])["results"]
-  assert [r["model"] for r in rows] == ["vit:b16", "swin:swin_t"]
+  assert [r["model"] for r in rows] == ["vit:b16", "swin:swin_t", "clip:coco"]
   for r in rows:
     assert r["images_per_s"] > 0 and r["forward_gflops_per_image"] > 0 and r["mfu"] is None
   assert json.loads((tmp_path / "a.json").read_text())["results"] == rows
