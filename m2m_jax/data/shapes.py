@@ -10,7 +10,7 @@ centre lies inside an object, and the image is painted by that same test, so the
 
 import numpy as np
 
-from m2m_jax.data.core import ArraySplit, Dataset
+from m2m_jax.data.core import ArraySplit, Dataset, pad
 from m2m_jax.errors import ConfigError
 
 KINDS = ("ellipse", "rectangle", "triangle")
@@ -32,10 +32,9 @@ def _inside(kind: str, u: np.ndarray, v: np.ndarray, a: float, b: float,
   return inside
 
 
-def _scene(rng: np.random.Generator, size: int, channels: int, noise: float,
-           empty_fraction: float, max_objects: int) -> tuple[np.ndarray, np.ndarray]:
-  """One image (size, size, channels) in [0, 1] and its mask (size, size, 1) in {0, 1}."""
-  y, x = (np.mgrid[:size, :size] + 0.5) / size  # pixel centres in (0, 1)
+def _background(rng: np.random.Generator, x: np.ndarray, y: np.ndarray,
+                channels: int) -> np.ndarray:
+  """(size, size, channels): a random level, a linear gradient and two faint stripes."""
   level = rng.uniform(0.25, 0.75, channels)
   tilt = rng.uniform(-0.1, 0.1, (2, channels))
   background = level + (x[..., None] - 0.5) * tilt[0] + (y[..., None] - 0.5) * tilt[1]
@@ -43,6 +42,14 @@ def _scene(rng: np.random.Generator, size: int, channels: int, noise: float,
     freq, phase = rng.uniform(1.0, 4.0, 2) * rng.choice([-1, 1], 2), rng.uniform(0, 2 * np.pi)
     stripes = np.sin(2 * np.pi * (freq[0] * x + freq[1] * y) + phase)
     background += rng.uniform(0.0, 0.05) * stripes[..., None]
+  return background
+
+
+def _scene(rng: np.random.Generator, size: int, channels: int, noise: float,
+           empty_fraction: float, max_objects: int) -> tuple[np.ndarray, np.ndarray]:
+  """One image (size, size, channels) in [0, 1] and its mask (size, size, 1) in {0, 1}."""
+  y, x = (np.mgrid[:size, :size] + 0.5) / size  # pixel centres in (0, 1)
+  background = _background(rng, x, y, channels)
   image, mask = background, np.zeros((size, size), bool)
   count = 0 if rng.uniform() < empty_fraction else rng.integers(1, max_objects + 1)
   for _ in range(count):
@@ -100,3 +107,98 @@ def shapes(seed: int = 0, n_train: int = 2000, n_test: int = 500, size: int = 32
                empty_fraction=float(empty_fraction), max_objects=int(max_objects))
   return Dataset("shapes", _split(seed, 0, n_train, **scene), _split(seed, 1, n_test, **scene),
                  None, f"synthetic shapes with masks, {size}x{size}x{channels}")
+
+
+def _detection_scene(rng: np.random.Generator, size: int, noise: float, empty_fraction: float,
+                     max_objects: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """One RGB image (size, size, 3) in [0, 1], the boxes (n, 4) of its objects, (y0, x0, y1, x1)
+  relative to the image, and their kinds (n,)."""
+  y, x = (np.mgrid[:size, :size] + 0.5) / size
+  image = _background(rng, x, y, 3)
+  for _ in range(rng.integers(0, 4)):  # clutter: faint strokes that are no object
+    cy, cx, t = rng.uniform(0.1, 0.9), rng.uniform(0.1, 0.9), rng.uniform(0, np.pi)
+    u = (x - cx) * np.cos(t) + (y - cy) * np.sin(t)
+    v = -(x - cx) * np.sin(t) + (y - cy) * np.cos(t)
+    stroke = (np.abs(u) < rng.uniform(0.05, 0.2)) & (np.abs(v) < 0.6 / size)
+    image = np.where(stroke[..., None], image + rng.uniform(-0.15, 0.15), image)
+  boxes, kinds = [], []
+  count = 0 if rng.uniform() < empty_fraction else rng.integers(1, max_objects + 1)
+  for _ in range(count):
+    kind = rng.integers(len(KINDS))
+    cy, cx = rng.uniform(0.1, 0.9, 2)
+    a = rng.uniform(0.06, 0.3)
+    b = a * rng.uniform(0.4, 1.0)
+    t = rng.uniform(0, np.pi)
+    u = (x - cx) * np.cos(t) + (y - cy) * np.sin(t)
+    v = -(x - cx) * np.sin(t) + (y - cy) * np.cos(t)
+    inside = _inside(KINDS[kind], u, v, a, b, rng)
+    rows, cols = np.nonzero(inside)
+    if len(rows) < 4:
+      continue
+    box = np.array([rows.min(), cols.min(), rows.max() + 1, cols.max() + 1]) / size
+    if boxes and _overlap(box, np.stack(boxes)).max() > 0.5:  # each stays mostly visible
+      continue
+    beneath = image[min(int(cy * size), size - 1), min(int(cx * size), size - 1)]
+    colour = beneath + rng.uniform(0.2, 0.45) * np.where(beneath.mean() > 0.5, -1.0, 1.0) \
+        + rng.uniform(-0.15, 0.15, 3)
+    image = np.where(inside[..., None], colour, image)
+    boxes.append(box)
+    kinds.append(kind)
+  image = image + noise * rng.standard_normal(image.shape)
+  return (np.clip(image, 0.0, 1.0).astype(np.float32),
+          np.asarray(boxes, np.float32).reshape(-1, 4), np.asarray(kinds, np.int32))
+
+
+def _overlap(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+  """The intersection of one (y0, x0, y1, x1) box with each of ``boxes`` (n, 4), over the
+  smaller of the two boxes' areas: 1 when one box holds the other."""
+  low, high = np.maximum(box[:2], boxes[:, :2]), np.minimum(box[2:], boxes[:, 2:])
+  inter = np.prod(np.clip(high - low, 0, None), axis=1)
+  areas = np.prod(boxes[:, 2:] - boxes[:, :2], axis=1)
+  return inter / np.minimum(np.prod(box[2:] - box[:2]), areas)
+
+
+def _detection_split(seed: int, part: int, n: int, max_objects: int, **scene) -> ArraySplit:
+  images, boxes, kinds = zip(*(_detection_scene(np.random.default_rng([seed, part, i]),
+                                                max_objects=max_objects, **scene)
+                               for i in range(n)))
+  boxes, mask = pad(boxes, max_objects)
+  labels, _ = pad(kinds, max_objects)
+  return ArraySplit({"x": np.stack(images), "boxes": boxes, "boxes_mask": mask,
+                     "labels": labels, "labels_mask": mask.copy()})
+
+
+def detection_shapes(seed: int = 0, n_train: int = 2000, n_test: int = 500, size: int = 64,
+                     noise: float = 0.05, empty_fraction: float = 0.05,
+                     max_objects: int = 6) -> Dataset:
+  """RGB scenes of ellipses, rectangles and triangles with their exact boxes, for detection.
+
+  Each scene: the segmentation scenes' background, 0 to 3 faint strokes of clutter, and no
+  object (with probability ``empty_fraction``) or 1 to ``max_objects`` objects of a random kind,
+  size (half extents 6% to 30% of the side), aspect (1 to 2.5), rotation, colour and place; an
+  object whose box shares more than half of its own or of an earlier object's box with that
+  earlier one is left out, so each stays mostly visible, while smaller overlaps and occlusions
+  remain. An object's box is the extent of the
+  pixels it was painted on, exactly.
+
+  Returns a Dataset over the 3 kinds (``class_names`` ``KINDS``) whose splits hold
+    ``'x'``: (N, size, size, 3) float32 images in [0, 1],
+    ``'boxes'``: (N, max_objects, 4) float32, (y0, x0, y1, x1) relative to the image (the
+      layout of tfds' bounding boxes, which the transforms move), zero-padded,
+    ``'labels'``: (N, max_objects) int32 kinds, 0 .. 2, zero-padded,
+    ``'boxes_mask'``, ``'labels_mask'``: (N, max_objects) bool, the real objects.
+  Scene i of a split is a function of (seed, split, i) alone.
+  """
+  if size < 16 or n_train < 1 or n_test < 1 or max_objects < 1:
+    raise ConfigError(f"detection_shapes needs size >= 16 and n_train, n_test, max_objects >= 1; "
+                      f"got size {size}, n_train {n_train}, n_test {n_test}, max_objects "
+                      f"{max_objects}.")
+  if noise < 0 or not 0 <= empty_fraction <= 1:
+    raise ConfigError(f"detection_shapes needs noise >= 0 and empty_fraction in [0, 1]; got noise "
+                      f"{noise}, empty_fraction {empty_fraction}.")
+  scene = dict(size=int(size), noise=float(noise), empty_fraction=float(empty_fraction),
+               max_objects=int(max_objects))
+  return Dataset("detection_shapes", _detection_split(seed, 0, n_train, **scene),
+                 _detection_split(seed, 1, n_test, **scene), len(KINDS),
+                 f"synthetic shapes with boxes, {size}x{size}x3", class_names=KINDS,
+                 max_lengths={"boxes": max_objects, "labels": max_objects})
