@@ -2,6 +2,7 @@
 layer, the feature pyramid's top-down pass against its definition, the heads' output layouts,
 and bad input refused in one sentence."""
 
+import functools
 import math
 
 import flax.linen as nn
@@ -11,7 +12,9 @@ import numpy as np
 import pytest
 
 from m2m_jax.errors import DataError
-from m2m_jax.models.faster_rcnn import FPN, FastRCNNPredictor, RPNHead, TwoMLPHead
+from m2m_jax.models.faster_rcnn import (FPN, FastRCNNPredictor, RPNHead, TwoMLPHead, detections,
+                                        rpn_proposals)
+from m2m_jax.ops import boxes as boxes_lib
 
 
 def _count(variables) -> int:
@@ -103,3 +106,87 @@ def test_heads_lay_out_anchors_and_classes_as_torchvision():
 def test_bad_input_is_refused_in_one_sentence(make, inputs, message):
   with pytest.raises(DataError, match=message):
     make().init(jax.random.key(0), inputs)
+
+
+def _np_decode(deltas, boxes, weights, clamp=math.log(1000 / 16)):
+  w, h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+  cx, cy = boxes[:, 0] + 0.5 * w, boxes[:, 1] + 0.5 * h
+  d = deltas / np.asarray(weights)
+  pcx, pcy = d[:, 0] * w + cx, d[:, 1] * h + cy
+  pw, ph = np.exp(np.minimum(d[:, 2], clamp)) * w, np.exp(np.minimum(d[:, 3], clamp)) * h
+  return np.stack([pcx - pw / 2, pcy - ph / 2, pcx + pw / 2, pcy + ph / 2], 1)
+
+
+def _np_iou(a, b):
+  lo, hi = np.maximum(a[:2], b[:, :2]), np.minimum(a[2:], b[:, 2:])
+  inter = np.prod(np.clip(hi - lo, 0, None), 1)
+  union = np.prod(a[2:] - a[:2]) + np.prod(b[:, 2:] - b[:, :2], 1) - inter
+  return np.where(union > 0, inter / np.where(union > 0, union, 1), 0)
+
+
+def _np_filtered(boxes, scores, groups, keep, size, min_size, threshold, n):
+  """Clip, drop small and unwanted boxes, NMS within groups, the best n: from the definition."""
+  boxes = np.clip(boxes, 0, [size[1], size[0], size[1], size[0]])
+  keep = keep & (boxes[:, 2] - boxes[:, 0] >= min_size) & (boxes[:, 3] - boxes[:, 1] >= min_size)
+  order = [i for i in np.argsort(-scores, kind="stable") if keep[i]]
+  kept = []
+  for i in order:
+    if all(groups[j] != groups[i] or _np_iou(boxes[i], boxes[[j]])[0] <= threshold for j in kept):
+      kept.append(i)
+  kept = kept[:n]
+  return boxes[kept], scores[kept], groups[kept]
+
+
+def test_rpn_proposals_follow_torchvisions_filter():
+  """Two levels of random logits, deltas and anchors against the same steps in numpy: the top
+  k a level, decode, sigmoid, clip, small boxes out, NMS within each level, the best n."""
+  rng = np.random.default_rng(0)
+  sizes, size = [(4, 4), (2, 2)], (32, 32)
+  anchors = [np.asarray(boxes_lib.anchors([s], [st], [[a]], [(0.5, 1.0, 2.0)]))
+             for s, st, a in zip(sizes, (8, 16), (12, 24))]
+  objectness = [rng.normal(size=(*s, 3)).astype(np.float32) for s in sizes]
+  deltas = [0.5 * rng.normal(size=(*s, 3, 4)).astype(np.float32) for s in sizes]
+  boxes, scores, valid = jax.jit(functools.partial(
+      rpn_proposals, image_size=size, pre_nms_top_n=20, post_nms_top_n=30,
+      nms_threshold=0.5))(objectness, deltas, anchors)
+  ref_boxes, ref_logits, ref_levels = [], [], []
+  for level, (o, d, a) in enumerate(zip(objectness, deltas, anchors)):
+    top = np.argsort(-o.reshape(-1), kind="stable")[:20]
+    ref_boxes.append(_np_decode(d.reshape(-1, 4)[top], a[top], (1, 1, 1, 1)))
+    ref_logits.append(o.reshape(-1)[top])
+    ref_levels.append(np.full(len(top), level))
+  ref_scores = 1 / (1 + np.exp(-np.concatenate(ref_logits)))
+  want = _np_filtered(np.concatenate(ref_boxes), ref_scores, np.concatenate(ref_levels),
+                      np.ones(len(ref_scores), bool), size, 1e-3, 0.5, 30)
+  n = int(valid.sum())
+  assert n == len(want[0]) and 4 < n < 30 and not valid[n:].any()
+  np.testing.assert_allclose(boxes[:n], want[0], rtol=1e-5, atol=1e-4)
+  np.testing.assert_allclose(scores[:n], want[1], rtol=1e-5)
+  grad = jax.grad(lambda d: rpn_proposals(objectness, [d, deltas[1]], anchors, size, 20, 30)[0]
+                  .sum())(deltas[0])
+  assert grad.shape == deltas[0].shape and not np.any(grad)  # proposals are inputs, not outputs
+
+
+def test_detections_follow_torchvisions_postprocess():
+  """Random class logits and deltas of 12 proposals, 3 classes, against numpy: softmax, per-class
+  boxes decoded with (10, 10, 5, 5), background dropped, scores > 0.05, NMS within each class,
+  the best 10."""
+  rng = np.random.default_rng(1)
+  xy = rng.uniform(0, 40, (12, 2))
+  proposals = np.concatenate([xy, xy + rng.uniform(4, 20, (12, 2))], 1).astype(np.float32)
+  proposals_valid = np.arange(12) < 10
+  logits = 2 * rng.normal(size=(12, 4)).astype(np.float32)
+  deltas = rng.normal(size=(12, 4, 4)).astype(np.float32)
+  boxes, scores, labels, valid = jax.jit(functools.partial(
+      detections, image_size=(48, 48), max_detections=10))(logits, deltas, proposals,
+                                                           proposals_valid)
+  probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+  ref = _np_decode(deltas[:, 1:].reshape(-1, 4), np.repeat(proposals, 3, 0), (10, 10, 5, 5))
+  keep = (proposals_valid[:, None] & (probs[:, 1:] > 0.05)).reshape(-1)
+  want = _np_filtered(ref, probs[:, 1:].reshape(-1), np.tile(np.arange(3), 12), keep, (48, 48),
+                      1e-2, 0.5, 10)
+  n = int(valid.sum())
+  assert n == len(want[0]) and n >= 5
+  np.testing.assert_allclose(boxes[:n], want[0], rtol=1e-5, atol=1e-4)
+  np.testing.assert_allclose(scores[:n], want[1], rtol=1e-5)
+  np.testing.assert_array_equal(labels[:n], want[2])

@@ -12,6 +12,8 @@ torchvision's ``fasterrcnn_resnet50_fpn`` layout, so that its weights convert on
   layers of ``representation`` units with ReLU (fc6, fc7).
 - :class:`FastRCNNPredictor`: per RoI, class logits over ``num_classes`` + background (index 0)
   and class-specific box deltas, 4 per class.
+- :func:`rpn_proposals` and :func:`detections`: the two stages' post-processing, from the heads'
+  outputs to boxes, with a fixed number of outputs and a mask of the real ones.
 
 Tensors are channels-last, (B, H, W, C). The parameter counts equal torchvision's layer for
 layer (``tests/test_faster_rcnn.py``).
@@ -24,6 +26,7 @@ import jax
 import jax.numpy as jnp
 
 from m2m_jax.errors import DataError
+from m2m_jax.ops import boxes as boxes_lib
 
 # torchvision's initialisations: the FPN's convolutions kaiming_uniform_(a=1), uniform with
 # bound sqrt(3 / fan_in), the RPN head's normal(std=0.01), their biases 0 (the box head keeps
@@ -133,3 +136,100 @@ class FastRCNNPredictor(nn.Module):
     logits = nn.Dense(k, dtype=self.dtype, name="cls_score")(x)
     deltas = nn.Dense(4 * k, dtype=self.dtype, name="bbox_pred")(x)
     return logits, deltas.reshape(x.shape[0], k, 4)
+
+
+def _filtered(boxes: jax.Array, scores: jax.Array, groups: jax.Array, valid: jax.Array,
+              image_size: tuple[int, int], min_size: float, nms_threshold: float,
+              max_output: int) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+  """Clips (N, 4) boxes to the image, drops the narrower than ``min_size``, runs NMS within
+  each group and keeps the best ``max_output``: (boxes, scores, groups, valid), each of
+  length ``max_output``, by descending score."""
+  height, width = image_size
+  boxes = boxes_lib.clip_to_image(boxes, height, width)
+  wide = ((boxes[:, 2] - boxes[:, 0]) >= min_size) & ((boxes[:, 3] - boxes[:, 1]) >= min_size)
+  keep, kept = boxes_lib.batched_nms(boxes, scores, groups, nms_threshold, max_output,
+                                     valid_in=valid & wide)
+  return boxes[keep], scores[keep], groups[keep], kept
+
+
+def rpn_proposals(objectness: Sequence[jax.Array], deltas: Sequence[jax.Array],
+                  anchors: Sequence[jax.Array], image_size: tuple[int, int], pre_nms_top_n: int,
+                  post_nms_top_n: int, nms_threshold: float = 0.7, min_size: float = 1e-3,
+                  score_threshold: float = 0.0) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """The region proposals of one image, torchvision's ``RegionProposalNetwork.filter_proposals``
+  with static shapes.
+
+  Per level, the ``pre_nms_top_n`` anchors of highest objectness; their boxes decoded from the
+  deltas (``RPN_WEIGHTS``); then over all levels: objectness through a sigmoid, boxes clipped
+  to the image, those narrower than ``min_size`` or scoring below ``score_threshold`` dropped,
+  NMS at ``nms_threshold`` within each level, and the best ``post_nms_top_n`` kept. Proposals
+  are inputs to the second stage, not functions of the RPN's weights: the gradient stops here.
+
+  Args:
+    objectness: per level (H_l, W_l, A) logits (:class:`RPNHead`'s first output, one image).
+    deltas: per level (H_l, W_l, A, 4).
+    anchors: per level (H_l W_l A, 4) boxes in the same order
+      (:func:`m2m_jax.ops.boxes.anchors` of that level alone).
+    image_size: (height, width) in pixels, the clipping bounds.
+    pre_nms_top_n, post_nms_top_n: static counts (torchvision: 2000 / 2000 in training, 1000 /
+      1000 in evaluation).
+
+  Returns:
+    (boxes (P, 4), scores (P,), valid (P,) bool) with P = ``post_nms_top_n``, by descending
+    score; ``valid`` is False on the padding after the real proposals.
+  """
+  if not len(objectness) == len(deltas) == len(anchors):
+    raise DataError(f"rpn_proposals needs one objectness map, one delta map and one anchor set "
+                    f"a level; got {len(objectness)}, {len(deltas)} and {len(anchors)}.")
+  boxes, logits, levels = [], [], []
+  for level, (o, d, a) in enumerate(zip(objectness, deltas, anchors)):
+    o = jax.lax.stop_gradient(o).reshape(-1)
+    if a.shape != (o.shape[0], 4):
+      raise DataError(f"rpn_proposals: level {level} has {o.shape[0]} anchor logits but anchors "
+                      f"of shape {tuple(a.shape)}.")
+    top, idx = jax.lax.top_k(o, min(pre_nms_top_n, o.shape[0]))
+    d = jax.lax.stop_gradient(d).reshape(-1, 4)[idx]
+    boxes.append(boxes_lib.decode(d, a[idx], boxes_lib.RPN_WEIGHTS))
+    logits.append(top)
+    levels.append(jnp.full(top.shape, level, jnp.int32))
+  scores = jax.nn.sigmoid(jnp.concatenate(logits))
+  boxes, scores, _, valid = _filtered(jnp.concatenate(boxes), scores, jnp.concatenate(levels),
+                                      scores >= score_threshold, image_size, min_size,
+                                      nms_threshold, post_nms_top_n)
+  return boxes, scores, valid
+
+
+def detections(logits: jax.Array, deltas: jax.Array, proposals: jax.Array,
+               proposals_valid: jax.Array, image_size: tuple[int, int],
+               score_threshold: float = 0.05, nms_threshold: float = 0.5,
+               max_detections: int = 100, min_size: float = 1e-2
+               ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+  """The final detections of one image, torchvision's ``RoIHeads.postprocess_detections`` with
+  static shapes: every proposal's box for every object class, decoded with ``HEAD_WEIGHTS``
+  and clipped, scored by the class's softmax probability; those below ``score_threshold`` or
+  narrower than ``min_size`` dropped; NMS at ``nms_threshold`` within each class; the best
+  ``max_detections`` kept.
+
+  Args:
+    logits: (R, K + 1) class logits of R proposals, background at 0 (:class:`FastRCNNPredictor`).
+    deltas: (R, K + 1, 4) class-specific deltas.
+    proposals: (R, 4) the boxes they refine; ``proposals_valid`` (R,) bool.
+    image_size: (height, width) in pixels.
+
+  Returns:
+    (boxes (D, 4), scores (D,), labels (D,) int32 in 0 .. K - 1, valid (D,) bool), D =
+    ``max_detections``, by descending score.
+  """
+  r, k1 = logits.shape
+  if deltas.shape != (r, k1, 4) or proposals.shape != (r, 4):
+    raise DataError(f"detections needs logits (R, K + 1), deltas (R, K + 1, 4) and proposals "
+                    f"(R, 4); got {tuple(logits.shape)}, {tuple(deltas.shape)} and "
+                    f"{tuple(proposals.shape)}.")
+  scores = jax.nn.softmax(logits, axis=-1)[:, 1:]                      # (R, K)
+  boxes = boxes_lib.decode(deltas[:, 1:], proposals[:, None], boxes_lib.HEAD_WEIGHTS)
+  labels = jnp.broadcast_to(jnp.arange(k1 - 1, dtype=jnp.int32), scores.shape)
+  valid = proposals_valid[:, None] & (scores > score_threshold)
+  boxes, scores, labels, valid = _filtered(
+      boxes.reshape(-1, 4), scores.reshape(-1), labels.reshape(-1), valid.reshape(-1),
+      image_size, min_size, nms_threshold, max_detections)
+  return boxes, scores, labels, valid
