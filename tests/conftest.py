@@ -236,3 +236,30 @@ def fake_openai_weights(monkeypatch) -> dict:
 
   monkeypatch.setattr(clip_algorithm, "load_openai", load)
   return asked
+
+
+def torchvision_detection():
+  """torchvision, importable here: its wheels on the registry are built for CUDA torch, so its
+  compiled operators do not load beside the CPU torch the tests install. Its Python code (the
+  detection models' layers) runs as it is; the operators it declares are declared here, and
+  the two that detection models call, ``nms`` and ``roi_align``, raise if called (the tests
+  that use this read the layers before them)."""
+  import torch
+  if "torchvision" not in sys.modules:
+    sys.modules["torchvision._meta_registrations"] = types.ModuleType(
+        "torchvision._meta_registrations")
+    global _TORCHVISION_OPS
+    _TORCHVISION_OPS = torch.library.Library("torchvision", "DEF")
+    _TORCHVISION_OPS.define("nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
+    _TORCHVISION_OPS.define("roi_align(Tensor input, Tensor rois, float spatial_scale, "
+                            "SymInt pooled_height, SymInt pooled_width, int sampling_ratio, "
+                            "bool aligned) -> Tensor")
+
+    def unavailable(*args):
+      raise NotImplementedError("torchvision's compiled operators are not available here.")
+
+    for op in ("nms", "roi_align"):
+      _TORCHVISION_OPS.impl(op, unavailable, "CPU")
+  import torchvision
+  import torchvision.models.detection  # noqa: F401
+  return torchvision

@@ -1,6 +1,7 @@
 """Faster R-CNN's networks (models/faster_rcnn.py): torchvision's parameter counts layer for
 layer, the feature pyramid's top-down pass against its definition, the heads' output layouts,
-and bad input refused in one sentence."""
+the two stages' post-processing against numpy, torchvision's weights converted (its pyramid and
+heads' outputs), and bad input refused in one sentence."""
 
 import functools
 import math
@@ -11,9 +12,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from conftest import torchvision_detection
 from m2m_jax.errors import DataError
-from m2m_jax.models.faster_rcnn import (FPN, FastRCNNPredictor, RPNHead, TwoMLPHead, detections,
-                                        rpn_proposals)
+from m2m_jax.models.faster_rcnn import (FPN, FasterRCNN, FastRCNNPredictor, RPNHead, TwoMLPHead,
+                                        detections, from_torchvision, rpn_proposals)
 from m2m_jax.ops import boxes as boxes_lib
 
 
@@ -190,3 +192,62 @@ def test_detections_follow_torchvisions_postprocess():
   np.testing.assert_allclose(boxes[:n], want[0], rtol=1e-5, atol=1e-4)
   np.testing.assert_allclose(scores[:n], want[1], rtol=1e-5)
   np.testing.assert_array_equal(labels[:n], want[2])
+
+
+def test_from_torchvision_gives_torchvisions_pyramid_and_heads():
+  """torchvision's fasterrcnn_resnet50_fpn with random weights and BatchNorm statistics, in
+  evaluation, on the same normalised images: the converted model's P2-P6, RPN objectness and
+  deltas, and box head outputs on the same pooled RoIs equal torchvision's."""
+  import torch
+  torchvision = torchvision_detection()
+  torch.manual_seed(0)
+  reference = torchvision.models.detection.fasterrcnn_resnet50_fpn(
+      weights=None, weights_backbone=None, num_classes=4).eval()
+  with torch.no_grad():
+    for module in reference.modules():
+      if isinstance(module, torch.nn.BatchNorm2d):
+        module.running_mean.normal_(0, 0.2)
+        module.running_var.uniform_(0.5, 2.0)
+        module.weight.add_(0.2 * torch.randn_like(module.weight))
+        module.bias.normal_(0, 0.1)
+  images = torch.randn(2, 3, 64, 96)
+  pooled = torch.randn(5, 256, 7, 7)
+  with torch.no_grad():
+    features = list(reference.backbone(images).values())
+    objectness, deltas = reference.rpn.head(features)
+    logits, box_deltas = reference.roi_heads.box_predictor(reference.roi_heads.box_head(pooled))
+  model, variables = from_torchvision(reference.state_dict())
+  assert model.num_classes == 3
+  channels_last = lambda t: np.asarray(t.numpy()).transpose(0, 2, 3, 1)  # noqa: E731
+  pyramid = model.apply(variables, jnp.asarray(channels_last(images)), method=FasterRCNN.pyramid)
+  for ours, theirs in zip(pyramid, features, strict=True):
+    want = channels_last(theirs)
+    np.testing.assert_allclose(ours, want, atol=1e-4 * np.abs(want).max())
+  for (o, d), to, td in zip(model.apply(variables, pyramid, method=FasterRCNN.rpn), objectness,
+                            deltas, strict=True):
+    np.testing.assert_allclose(o, channels_last(to), atol=1e-4 * np.abs(to.numpy()).max())
+    b, _, h, w = td.shape
+    want = td.numpy().reshape(b, 3, 4, h, w).transpose(0, 3, 4, 1, 2)
+    np.testing.assert_allclose(d, want, atol=1e-4 * np.abs(want).max())
+  ours_logits, ours_deltas = model.apply(
+      variables, jnp.asarray(channels_last(pooled)),
+      method=lambda m, r: m.predictor(m.mlp_head(r)))
+  np.testing.assert_allclose(ours_logits, logits.numpy(), rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(ours_deltas, box_deltas.numpy().reshape(5, 4, 4), rtol=1e-4,
+                             atol=1e-5)
+
+
+def test_the_whole_network_runs_both_stages():
+  """A small FasterRCNN: the pyramid's strides 4 to 64, A anchors a location, and RoIs pooled
+  from their levels through the box head."""
+  model = FasterRCNN(num_classes=3, stage_sizes=(1, 1, 1, 1), width=8, fpn_width=16,
+                     representation=32)
+  images = jax.random.normal(jax.random.key(0), (2, 64, 96, 3))
+  rois = jnp.array([[4, 4, 20, 30], [10, 0, 60, 60], [0, 0, 90, 62.]])
+  batch = jnp.array([0, 1, 1])
+  variables = model.init(jax.random.key(1), images, rois, batch)
+  rpn, (logits, deltas) = model.apply(variables, images, rois, batch)
+  assert [o.shape for o, _ in rpn] == [(2, 64 // s, 96 // s, 3) for s in (4, 8, 16, 32)] + [
+      (2, 1, 2, 3)]
+  assert logits.shape == (3, 4) and deltas.shape == (3, 4, 4)
+  assert set(variables) == {"params", "batch_stats"}

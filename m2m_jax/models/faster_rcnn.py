@@ -14,6 +14,8 @@ torchvision's ``fasterrcnn_resnet50_fpn`` layout, so that its weights convert on
   and class-specific box deltas, 4 per class.
 - :func:`rpn_proposals` and :func:`detections`: the two stages' post-processing, from the heads'
   outputs to boxes, with a fixed number of outputs and a mask of the real ones.
+- :class:`FasterRCNN`: all of them over a ResNet backbone, and :func:`from_torchvision`, which
+  converts ``fasterrcnn_resnet50_fpn``'s weights.
 
 Tensors are channels-last, (B, H, W, C). The parameter counts equal torchvision's layer for
 layer (``tests/test_faster_rcnn.py``).
@@ -24,9 +26,12 @@ from typing import Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from m2m_jax.errors import DataError
+from m2m_jax.errors import ConfigError, DataError
+from m2m_jax.models.resnet import ResNetBackbone
 from m2m_jax.ops import boxes as boxes_lib
+from m2m_jax.ops.roi_align import multiscale_roi_align
 
 # torchvision's initialisations: the FPN's convolutions kaiming_uniform_(a=1), uniform with
 # bound sqrt(3 / fan_in), the RPN head's normal(std=0.01), their biases 0 (the box head keeps
@@ -233,3 +238,143 @@ def detections(logits: jax.Array, deltas: jax.Array, proposals: jax.Array,
       boxes.reshape(-1, 4), scores.reshape(-1), labels.reshape(-1), valid.reshape(-1),
       image_size, min_size, nms_threshold, max_detections)
   return boxes, scores, labels, valid
+
+
+class FasterRCNN(nn.Module):
+  """The networks of Faster R-CNN with an FPN, torchvision's ``fasterrcnn_resnet50_fpn`` by
+  default: a ResNet backbone (PyTorch's padding), :class:`FPN`, :class:`RPNHead`, multi-scale
+  RoIAlign over P2-P5, :class:`TwoMLPHead` and :class:`FastRCNNPredictor`. The two stages run
+  apart (:meth:`pyramid`, :meth:`rpn`, :meth:`box_head`), since what connects them, proposals
+  in evaluation and sampled proposals in training, is not a network.
+
+  Attributes:
+    num_classes: object classes, without the background.
+    stage_sizes, block, width: the backbone (ResNet-50: (3, 4, 6, 3), 'bottleneck', 64).
+    fpn_width: the pyramid's channels.
+    num_anchors: anchors a location (aspect ratios x sizes of a level).
+    representation: the box head's width.
+    roi_size, sampling_ratio: RoIAlign's output (7 x 7) and its samples a bin (2).
+  """
+
+  num_classes: int
+  stage_sizes: Sequence[int] = (3, 4, 6, 3)
+  block: str = "bottleneck"
+  width: int = 64
+  fpn_width: int = 256
+  num_anchors: int = 3
+  representation: int = 1024
+  roi_size: int = 7
+  sampling_ratio: int = 2
+  dtype: jnp.dtype = jnp.float32
+
+  def setup(self):
+    self.backbone = ResNetBackbone(tuple(self.stage_sizes), self.block, self.width,
+                                   zero_init_residual=False, dtype=self.dtype,
+                                   torch_padding=True)
+    self.fpn = FPN(self.fpn_width, dtype=self.dtype)
+    self.rpn_head = RPNHead(self.num_anchors, dtype=self.dtype)
+    self.mlp_head = TwoMLPHead(self.representation, dtype=self.dtype)
+    self.predictor = FastRCNNPredictor(self.num_classes, dtype=self.dtype)
+
+  def pyramid(self, images: jax.Array) -> list[jax.Array]:
+    """Normalised images (B, H, W, 3), H and W multiples of 32 -> [P2, ..., P6]. The backbone's
+    BatchNorm always uses its stored statistics (frozen, as torchvision's with pretrained
+    weights: at two images a device batch statistics are noise)."""
+    return self.fpn(self.backbone(images, train=False))
+
+  def rpn(self, pyramid: Sequence[jax.Array]) -> list[tuple[jax.Array, jax.Array]]:
+    """Per level, objectness logits (B, H_l, W_l, A) and deltas (B, H_l, W_l, A, 4)."""
+    return self.rpn_head(pyramid)
+
+  def box_head(self, pyramid: Sequence[jax.Array], rois: jax.Array, batch_indices: jax.Array
+               ) -> tuple[jax.Array, jax.Array]:
+    """(R, 4) boxes in pixels of images ``batch_indices`` (R,) -> class logits (R, K + 1) and
+    deltas (R, K + 1, 4), each RoI pooled from its level of P2-P5."""
+    pooled = multiscale_roi_align(list(pyramid[:4]), rois, batch_indices,
+                                  (self.roi_size, self.roi_size), FPN_SCALES,
+                                  self.sampling_ratio, aligned=False)
+    return self.predictor(self.mlp_head(pooled))
+
+  def __call__(self, images: jax.Array, rois: jax.Array, batch_indices: jax.Array):
+    """Every output at once (for ``init``): the RPN's and the box head's on ``rois``."""
+    pyramid = self.pyramid(images)
+    return self.rpn(pyramid), self.box_head(pyramid, rois, batch_indices)
+
+
+FPN_SCALES = (1 / 4, 1 / 8, 1 / 16, 1 / 32)  # P2-P5's sizes over the image's
+
+
+def from_torchvision(state_dict, num_classes: int | None = None,
+                     dtype: jnp.dtype = jnp.float32) -> tuple[FasterRCNN, dict]:
+  """torchvision's ``fasterrcnn_resnet50_fpn`` weights (its ``state_dict()``: name -> tensor or
+  array) as ``(model, variables)`` of :class:`FasterRCNN`; BatchNorm (or FrozenBatchNorm)
+  statistics go to ``batch_stats``. ``num_classes`` (without the background) is read from the
+  predictor when None. Images go in normalised as torchvision's ``GeneralizedRCNNTransform``
+  does (ImageNet mean and standard deviation), channels last.
+
+  PyTorch -> flax: a convolution (O, I, kh, kw) becomes (kh, kw, I, O), a Linear (out, in) is
+  transposed, BatchNorm's weight / bias / running_mean / running_var become scale / bias /
+  mean / var.
+  """
+  sd = {k: np.asarray(v.detach().cpu().numpy() if hasattr(v, "detach") else v, np.float32)
+        for k, v in state_dict.items() if not k.endswith("num_batches_tracked")}
+  used = set()
+
+  def get(key):
+    if key not in sd:
+      raise DataError(f"from_torchvision: the state dict lacks {key!r}; is it "
+                      f"fasterrcnn_resnet50_fpn's?")
+    used.add(key)
+    return sd[key]
+
+  conv = lambda k: get(k).transpose(2, 3, 1, 0)                       # noqa: E731
+  dense = lambda k: {"kernel": get(f"{k}.weight").T, "bias": get(f"{k}.bias")}  # noqa: E731
+
+  def bn(k):
+    return ({"scale": get(f"{k}.weight"), "bias": get(f"{k}.bias")},
+            {"mean": get(f"{k}.running_mean"), "var": get(f"{k}.running_var")})
+
+  body = "backbone.body"
+  params, stats = {}, {}
+  params["stem_conv"] = {"kernel": conv(f"{body}.conv1.weight")}
+  params["stem_bn"], stats["stem_bn"] = bn(f"{body}.bn1")
+  stage_sizes = [1 + max(int(k.split(".")[3]) for k in sd if k.startswith(f"{body}.layer{i}."))
+                 for i in range(1, 5)]
+  for i, size in enumerate(stage_sizes):
+    for j in range(size):
+      prefix, name = f"{body}.layer{i + 1}.{j}", f"stage{i + 1}_block{j + 1}"
+      p, s = {}, {}
+      for n in range(3):
+        p[f"Conv_{n}"] = {"kernel": conv(f"{prefix}.conv{n + 1}.weight")}
+        p[f"BatchNorm_{n}"], s[f"BatchNorm_{n}"] = bn(f"{prefix}.bn{n + 1}")
+      if f"{prefix}.downsample.0.weight" in sd:
+        p["projection"] = {"kernel": conv(f"{prefix}.downsample.0.weight")}
+        p["BatchNorm_3"], s["BatchNorm_3"] = bn(f"{prefix}.downsample.1")
+      params[name], stats[name] = p, s
+  fpn = {}
+  for i in range(4):
+    for ours, theirs in (("inner", "inner_blocks"), ("layer", "layer_blocks")):
+      k = f"backbone.fpn.{theirs}.{i}.0"
+      fpn[f"{ours}{i}"] = {"kernel": conv(f"{k}.weight"), "bias": get(f"{k}.bias")}
+  rpn = {"conv": {"kernel": conv("rpn.head.conv.0.0.weight"),
+                  "bias": get("rpn.head.conv.0.0.bias")},
+         **{n: {"kernel": conv(f"rpn.head.{n}.weight"), "bias": get(f"rpn.head.{n}.bias")}
+            for n in ("cls_logits", "bbox_pred")}}
+  head = {"fc6": dense("roi_heads.box_head.fc6"), "fc7": dense("roi_heads.box_head.fc7")}
+  predictor = {n: dense(f"roi_heads.box_predictor.{n}") for n in ("cls_score", "bbox_pred")}
+  unused = sorted(set(sd) - used)
+  if unused:
+    raise DataError(f"from_torchvision found entries it does not know ({', '.join(unused[:3])}); "
+                    "it converts fasterrcnn_resnet50_fpn's weights only.")
+  classes = predictor["cls_score"]["bias"].shape[0] - 1
+  if num_classes not in (None, classes):
+    raise ConfigError(f"from_torchvision: the weights' predictor has {classes} classes, not "
+                      f"{num_classes}.")
+  model = FasterRCNN(classes, stage_sizes=tuple(stage_sizes),
+                     fpn_width=fpn["inner0"]["bias"].shape[0],
+                     num_anchors=rpn["cls_logits"]["bias"].shape[0],
+                     representation=head["fc6"]["bias"].shape[0], dtype=dtype)
+  variables = {"params": {"backbone": params, "fpn": fpn, "rpn_head": rpn, "mlp_head": head,
+                          "predictor": predictor},
+               "batch_stats": {"backbone": stats}}
+  return model, variables

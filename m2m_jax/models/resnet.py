@@ -32,6 +32,12 @@ def _block_layers(block: nn.Module, train: bool):
   return conv, batch_norm(train, block.dtype), last_scale
 
 
+def _padding_3x3(block: nn.Module):
+  """A 3x3 convolution's padding: XLA's SAME, or one pixel on every side as PyTorch pads (the
+  two differ where the stride is 2 and the size even: SAME pads 0 before and 1 after)."""
+  return ((1, 1), (1, 1)) if block.torch_padding else "SAME"
+
+
 class BasicBlock(nn.Module):
   """conv3x3(s)-BN-ReLU-conv3x3-BN, plus the shortcut, then ReLU (ResNet-18/34).
 
@@ -45,14 +51,15 @@ class BasicBlock(nn.Module):
   strides: int = 1
   zero_init_residual: bool = True
   dtype: jnp.dtype = jnp.float32
+  torch_padding: bool = False
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
     """x: (B, H, W, C) -> (B, H / strides, W / strides, features)."""
     conv, norm, last_scale = _block_layers(self, train)
-    s = (self.strides, self.strides)
-    y = nn.relu(norm()(conv(self.features, (3, 3), s)(x)))
-    y = norm(scale_init=last_scale)(conv(self.features, (3, 3))(y))
+    s, pad = (self.strides, self.strides), _padding_3x3(self)
+    y = nn.relu(norm()(conv(self.features, (3, 3), s, padding=pad)(x)))
+    y = norm(scale_init=last_scale)(conv(self.features, (3, 3), padding=pad)(y))
     return nn.relu(y + shortcut(x, self.features, self.strides, conv, norm))
 
 
@@ -67,6 +74,7 @@ class Bottleneck(nn.Module):
   strides: int = 1
   zero_init_residual: bool = True
   dtype: jnp.dtype = jnp.float32
+  torch_padding: bool = False
   expansion: int = 4
 
   @nn.compact
@@ -75,7 +83,8 @@ class Bottleneck(nn.Module):
     conv, norm, last_scale = _block_layers(self, train)
     out = self.expansion * self.features
     y = nn.relu(norm()(conv(self.features, (1, 1))(x)))
-    y = nn.relu(norm()(conv(self.features, (3, 3), (self.strides, self.strides))(y)))
+    y = nn.relu(norm()(conv(self.features, (3, 3), (self.strides, self.strides),
+                            padding=_padding_3x3(self))(y)))
     y = norm(scale_init=last_scale)(conv(out, (1, 1))(y))
     return nn.relu(y + shortcut(x, out, self.strides, conv, norm))
 
@@ -101,6 +110,9 @@ class ResNetBackbone(nn.Module):
     stem: ``'imagenet'`` (conv7x7 s2 + maxpool 3x3 s2: stride 4) or ``'cifar'`` (conv3x3 s1,
       for 32x32 or smaller images).
     in_channels: the input channels the network is built for (None: whatever ``init`` sees).
+    torch_padding: pad the 3x3 convolutions by one pixel on every side, as PyTorch does,
+      instead of XLA's SAME; the strided ones then see the same pixels as torchvision's
+      (:mod:`m2m_jax.models.faster_rcnn`'s converted weights need it).
   """
 
   stage_sizes: Sequence[int] = (2, 2, 2, 2)
@@ -110,6 +122,7 @@ class ResNetBackbone(nn.Module):
   zero_init_residual: bool = True
   in_channels: int | None = None
   dtype: jnp.dtype = jnp.float32
+  torch_padding: bool = False
 
   @property
   def reduction(self) -> int:
@@ -139,7 +152,7 @@ class ResNetBackbone(nn.Module):
       for j in range(size):
         strides = 2 if i > 0 and j == 0 else 1
         h = block(self.width * 2**i, strides, self.zero_init_residual, self.dtype,
-                  name=f"stage{i + 1}_block{j + 1}")(h, train)
+                  self.torch_padding, name=f"stage{i + 1}_block{j + 1}")(h, train)
       features.append(h)
     return features
 
