@@ -241,9 +241,10 @@ def fake_openai_weights(monkeypatch) -> dict:
 def torchvision_detection():
   """torchvision, importable here: its wheels on the registry are built for CUDA torch, so its
   compiled operators do not load beside the CPU torch the tests install. Its Python code (the
-  detection models' layers) runs as it is; the operators it declares are declared here, and
-  the two that detection models call, ``nms`` and ``roi_align``, raise if called (the tests
-  that use this read the layers before them)."""
+  detection models) runs as it is, with the two operators detection calls, ``nms`` and
+  ``roi_align``, as reference kernels written in numpy from their definitions (greedy NMS;
+  test_roi_align's loop over torchvision's CPU kernel), not m2m_jax's code."""
+  import numpy as np
   import torch
   if "torchvision" not in sys.modules:
     sys.modules["torchvision._meta_registrations"] = types.ModuleType(
@@ -255,11 +256,28 @@ def torchvision_detection():
                             "SymInt pooled_height, SymInt pooled_width, int sampling_ratio, "
                             "bool aligned) -> Tensor")
 
-    def unavailable(*args):
-      raise NotImplementedError("torchvision's compiled operators are not available here.")
+    def nms(dets, scores, iou_threshold):
+      boxes, kept = dets.numpy().astype(np.float64), []
+      area = np.prod(boxes[:, 2:] - boxes[:, :2], axis=1)
+      for i in np.argsort(-scores.numpy(), kind="stable"):
+        low = np.maximum(boxes[i, :2], boxes[kept, :2])
+        high = np.minimum(boxes[i, 2:], boxes[kept, 2:])
+        inter = np.prod(np.clip(high - low, 0, None), axis=1)
+        if not np.any(inter / (area[i] + area[kept] - inter) > iou_threshold):
+          kept.append(i)
+      return torch.tensor(kept, dtype=torch.int64)
 
-    for op in ("nms", "roi_align"):
-      _TORCHVISION_OPS.impl(op, unavailable, "CPU")
+    def roi_align(features, rois, scale, height, width, sampling_ratio, aligned):
+      from test_roi_align import _numpy_roi_align
+      out = _numpy_roi_align(features.numpy().transpose(0, 2, 3, 1), rois[:, 1:].numpy(),
+                             rois[:, 0].numpy().astype(int), (height, width), scale,
+                             sampling_ratio, aligned)
+      return torch.from_numpy(out.transpose(0, 3, 1, 2).astype(np.float32))
+
+    _TORCHVISION_OPS.impl("nms", nms, "CPU")
+    _TORCHVISION_OPS.impl("roi_align", roi_align, "CPU")
   import torchvision
+  import torchvision.extension
   import torchvision.models.detection  # noqa: F401
+  torchvision.extension._has_ops = lambda: True
   return torchvision

@@ -251,3 +251,44 @@ def test_the_whole_network_runs_both_stages():
       (2, 1, 2, 3)]
   assert logits.shape == (3, 4) and deltas.shape == (3, 4, 4)
   assert set(variables) == {"params", "batch_stats"}
+
+
+def test_from_torchvision_gives_torchvisions_detections():
+  """The whole evaluation path on a random fasterrcnn_resnet50_fpn (3 classes; 100 anchors a
+  level before NMS, 50 proposals, 20 detections): torchvision's model with reference NMS and
+  RoIAlign kernels, against the converted model, torchvision's anchors, rpn_proposals and
+  detections. The same boxes (to 1e-3 pixels), labels and scores."""
+  import torch
+  torchvision = torchvision_detection()
+  torch.manual_seed(1)
+  reference = torchvision.models.detection.fasterrcnn_resnet50_fpn(
+      weights=None, weights_backbone=None, num_classes=4, min_size=64, max_size=96,
+      rpn_pre_nms_top_n_test=100, rpn_post_nms_top_n_test=50, box_detections_per_img=20).eval()
+  image = torch.rand(3, 64, 96)
+  with torch.no_grad():
+    want = reference([image])[0]
+  model, variables = from_torchvision(reference.state_dict())
+  mean, std = (np.asarray(v, np.float32) for v in (reference.transform.image_mean,
+                                                   reference.transform.image_std))
+  x = jnp.asarray(((image.numpy().transpose(1, 2, 0) - mean) / std)[None])
+  grids = [(64 // s, 96 // s) for s in (4, 8, 16, 32)] + [(1, 2)]
+  anchors = [boxes_lib.anchors([g], [(64 // g[0], 96 // g[1])], [[size]], [(0.5, 1.0, 2.0)])
+             for g, size in zip(grids, (32, 64, 128, 256, 512))]
+
+  @jax.jit
+  def detect(variables, x):
+    pyramid = model.apply(variables, x, method=FasterRCNN.pyramid)
+    rpn = model.apply(variables, pyramid, method=FasterRCNN.rpn)
+    proposals, _, valid = rpn_proposals([o[0] for o, _ in rpn], [d[0] for _, d in rpn],
+                                        anchors, (64, 96), pre_nms_top_n=100,
+                                        post_nms_top_n=50)
+    logits, deltas = model.apply(variables, pyramid, proposals, jnp.zeros(50, jnp.int32),
+                                 method=FasterRCNN.box_head)
+    return detections(logits, deltas, proposals, valid, (64, 96), max_detections=20)
+
+  boxes, scores, labels, kept = detect(variables, x)
+  n = int(kept.sum())
+  assert n == len(want["boxes"]) and n > 5
+  np.testing.assert_allclose(boxes[:n], want["boxes"].numpy(), atol=1e-3)
+  np.testing.assert_array_equal(labels[:n] + 1, want["labels"].numpy())
+  np.testing.assert_allclose(scores[:n], want["scores"].numpy(), rtol=1e-4, atol=1e-6)
