@@ -194,49 +194,6 @@ def test_detections_follow_torchvisions_postprocess():
   np.testing.assert_array_equal(labels[:n], want[2])
 
 
-def test_from_torchvision_gives_torchvisions_pyramid_and_heads():
-  """torchvision's fasterrcnn_resnet50_fpn with random weights and BatchNorm statistics, in
-  evaluation, on the same normalised images: the converted model's P2-P6, RPN objectness and
-  deltas, and box head outputs on the same pooled RoIs equal torchvision's."""
-  import torch
-  torchvision = torchvision_detection()
-  torch.manual_seed(0)
-  reference = torchvision.models.detection.fasterrcnn_resnet50_fpn(
-      weights=None, weights_backbone=None, num_classes=4).eval()
-  with torch.no_grad():
-    for module in reference.modules():
-      if isinstance(module, torch.nn.BatchNorm2d):
-        module.running_mean.normal_(0, 0.2)
-        module.running_var.uniform_(0.5, 2.0)
-        module.weight.add_(0.2 * torch.randn_like(module.weight))
-        module.bias.normal_(0, 0.1)
-  images = torch.randn(2, 3, 64, 96)
-  pooled = torch.randn(5, 256, 7, 7)
-  with torch.no_grad():
-    features = list(reference.backbone(images).values())
-    objectness, deltas = reference.rpn.head(features)
-    logits, box_deltas = reference.roi_heads.box_predictor(reference.roi_heads.box_head(pooled))
-  model, variables = from_torchvision(reference.state_dict())
-  assert model.num_classes == 3
-  channels_last = lambda t: np.asarray(t.numpy()).transpose(0, 2, 3, 1)  # noqa: E731
-  pyramid = model.apply(variables, jnp.asarray(channels_last(images)), method=FasterRCNN.pyramid)
-  for ours, theirs in zip(pyramid, features, strict=True):
-    want = channels_last(theirs)
-    np.testing.assert_allclose(ours, want, atol=1e-4 * np.abs(want).max())
-  for (o, d), to, td in zip(model.apply(variables, pyramid, method=FasterRCNN.rpn), objectness,
-                            deltas, strict=True):
-    np.testing.assert_allclose(o, channels_last(to), atol=1e-4 * np.abs(to.numpy()).max())
-    b, _, h, w = td.shape
-    want = td.numpy().reshape(b, 3, 4, h, w).transpose(0, 3, 4, 1, 2)
-    np.testing.assert_allclose(d, want, atol=1e-4 * np.abs(want).max())
-  ours_logits, ours_deltas = model.apply(
-      variables, jnp.asarray(channels_last(pooled)),
-      method=lambda m, r: m.predictor(m.mlp_head(r)))
-  np.testing.assert_allclose(ours_logits, logits.numpy(), rtol=1e-4, atol=1e-5)
-  np.testing.assert_allclose(ours_deltas, box_deltas.numpy().reshape(5, 4, 4), rtol=1e-4,
-                             atol=1e-5)
-
-
 def test_the_whole_network_runs_both_stages():
   """A small FasterRCNN: the pyramid's strides 4 to 64, A anchors a location, and RoIs pooled
   from their levels through the box head."""
@@ -245,38 +202,60 @@ def test_the_whole_network_runs_both_stages():
   images = jax.random.normal(jax.random.key(0), (2, 64, 96, 3))
   rois = jnp.array([[4, 4, 20, 30], [10, 0, 60, 60], [0, 0, 90, 62.]])
   batch = jnp.array([0, 1, 1])
-  variables = model.init(jax.random.key(1), images, rois, batch)
-  rpn, (logits, deltas) = model.apply(variables, images, rois, batch)
+  variables = jax.eval_shape(model.init, jax.random.key(1), images, rois, batch)
+  rpn, (logits, deltas) = jax.eval_shape(model.apply, variables, images, rois, batch)
   assert [o.shape for o, _ in rpn] == [(2, 64 // s, 96 // s, 3) for s in (4, 8, 16, 32)] + [
       (2, 1, 2, 3)]
   assert logits.shape == (3, 4) and deltas.shape == (3, 4, 4)
   assert set(variables) == {"params", "batch_stats"}
 
 
-def test_from_torchvision_gives_torchvisions_detections():
-  """The whole evaluation path on a random fasterrcnn_resnet50_fpn (3 classes; 100 anchors a
-  level before NMS, 50 proposals, 20 detections): torchvision's model with reference NMS and
-  RoIAlign kernels, against the converted model, torchvision's anchors, rpn_proposals and
-  detections. The same boxes (to 1e-3 pixels), labels and scores."""
+
+
+def test_from_torchvision_gives_torchvisions_pyramid_heads_and_detections():
+  """torchvision's fasterrcnn_resnet50_fpn with random weights, in evaluation (3 classes; 100
+  anchors a level before NMS, 50 proposals, 20 detections): its Python code, with reference
+  NMS and RoIAlign kernels, against the converted model through torchvision's anchors,
+  rpn_proposals, the box head and detections, on the same normalised image. With random
+  BatchNorm statistics too, the same P2-P6, RPN objectness and deltas, and box head outputs on
+  the same pooled RoIs; the same final boxes (to 1e-3 pixels), labels and scores."""
   import torch
   torchvision = torchvision_detection()
-  torch.manual_seed(1)
-  reference = torchvision.models.detection.fasterrcnn_resnet50_fpn(
-      weights=None, weights_backbone=None, num_classes=4, min_size=64, max_size=96,
-      rpn_pre_nms_top_n_test=100, rpn_post_nms_top_n_test=50, box_detections_per_img=20).eval()
-  image = torch.rand(3, 64, 96)
+
+  def reference(seed: int, statistics: bool):
+    torch.manual_seed(seed)
+    model = torchvision.models.detection.fasterrcnn_resnet50_fpn(
+        weights=None, weights_backbone=None, num_classes=4, min_size=64, max_size=96,
+        rpn_pre_nms_top_n_test=100, rpn_post_nms_top_n_test=50,
+        box_detections_per_img=20).eval()
+    with torch.no_grad():
+      for module in model.modules():
+        if statistics and isinstance(module, torch.nn.BatchNorm2d):
+          module.running_mean.normal_(0, 0.2)
+          module.running_var.uniform_(0.5, 2.0)
+          module.weight.add_(0.2 * torch.randn_like(module.weight))
+          module.bias.normal_(0, 0.1)
+    return model
+
+  # Random BatchNorm statistics for the layers; the final detections, whose NMS decisions turn
+  # on IoUs near the threshold, on a model without them, whose boxes sit far from any tie.
+  reference, plain = reference(0, statistics=True), reference(1, statistics=False)
+  image, pooled = torch.rand(3, 64, 96), torch.randn(5, 256, 7, 7)
+  normalised = reference.transform.normalize(image)[None]
   with torch.no_grad():
-    want = reference([image])[0]
+    want = plain([image])[0]
+    features = list(reference.backbone(normalised).values())
+    objectness, deltas = reference.rpn.head(features)
+    head_logits, head_deltas = reference.roi_heads.box_predictor(
+        reference.roi_heads.box_head(pooled))
   model, variables = from_torchvision(reference.state_dict())
-  mean, std = (np.asarray(v, np.float32) for v in (reference.transform.image_mean,
-                                                   reference.transform.image_std))
-  x = jnp.asarray(((image.numpy().transpose(1, 2, 0) - mean) / std)[None])
+  assert model.num_classes == 3
   grids = [(64 // s, 96 // s) for s in (4, 8, 16, 32)] + [(1, 2)]
   anchors = [boxes_lib.anchors([g], [(64 // g[0], 96 // g[1])], [[size]], [(0.5, 1.0, 2.0)])
              for g, size in zip(grids, (32, 64, 128, 256, 512))]
 
   @jax.jit
-  def detect(variables, x):
+  def run(variables, x, pooled):
     pyramid = model.apply(variables, x, method=FasterRCNN.pyramid)
     rpn = model.apply(variables, pyramid, method=FasterRCNN.rpn)
     proposals, _, valid = rpn_proposals([o[0] for o, _ in rpn], [d[0] for _, d in rpn],
@@ -284,9 +263,26 @@ def test_from_torchvision_gives_torchvisions_detections():
                                         post_nms_top_n=50)
     logits, deltas = model.apply(variables, pyramid, proposals, jnp.zeros(50, jnp.int32),
                                  method=FasterRCNN.box_head)
-    return detections(logits, deltas, proposals, valid, (64, 96), max_detections=20)
+    head = model.apply(variables, pooled, method=lambda m, r: m.predictor(m.mlp_head(r)))
+    return pyramid, rpn, head, detections(logits, deltas, proposals, valid, (64, 96),
+                                          max_detections=20)
 
-  boxes, scores, labels, kept = detect(variables, x)
+  channels_last = lambda t: np.asarray(t.numpy()).transpose(0, 2, 3, 1)  # noqa: E731
+  x, rois = jnp.asarray(channels_last(normalised)), jnp.asarray(channels_last(pooled))
+  pyramid, rpn, head, _ = run(variables, x, rois)
+  found = run(from_torchvision(plain.state_dict())[1], x, rois)[-1]
+  for ours, theirs in zip(pyramid, features, strict=True):
+    np.testing.assert_allclose(ours, channels_last(theirs),
+                               atol=1e-4 * np.abs(theirs.numpy()).max())
+  for (o, d), to, td in zip(rpn, objectness, deltas, strict=True):
+    np.testing.assert_allclose(o, channels_last(to), atol=1e-4 * np.abs(to.numpy()).max())
+    b, _, h, w = td.shape
+    np.testing.assert_allclose(d, td.numpy().reshape(b, 3, 4, h, w).transpose(0, 3, 4, 1, 2),
+                               atol=1e-4 * np.abs(td.numpy()).max())
+  np.testing.assert_allclose(head[0], head_logits.numpy(), rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(head[1], head_deltas.numpy().reshape(5, 4, 4), rtol=1e-4,
+                             atol=1e-5)
+  boxes, scores, labels, kept = found
   n = int(kept.sum())
   assert n == len(want["boxes"]) and n > 5
   np.testing.assert_allclose(boxes[:n], want["boxes"].numpy(), atol=1e-3)
