@@ -144,7 +144,7 @@ def train_step(config: ml_collections.ConfigDict, state: nets.State, batch: dict
   (loss, (sims, log_scale, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
       state.params)
   state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
-  right = jnp.eye(b, dtype=bool) if positives is None else positives | jnp.eye(b, dtype=bool)
+  right = jnp.eye(b, dtype=bool) if positives is None else positives  # holds the diagonal
   accuracy = jnp.mean(jnp.take_along_axis(right, jnp.argmax(sims, axis=1)[:, None], 1))
   return state, {"loss": loss, "scale": jnp.exp(log_scale), "accuracy": accuracy}
 

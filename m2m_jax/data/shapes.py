@@ -32,6 +32,11 @@ def _inside(kind: str, u: np.ndarray, v: np.ndarray, a: float, b: float,
   return inside
 
 
+def _rotated(dx: np.ndarray, dy: np.ndarray, t: float) -> tuple[np.ndarray, np.ndarray]:
+  """Offsets (dx, dy) from an object's centre in its own frame, turned by ``t``: (u, v)."""
+  return dx * np.cos(t) + dy * np.sin(t), -dx * np.sin(t) + dy * np.cos(t)
+
+
 def _background(rng: np.random.Generator, x: np.ndarray, y: np.ndarray,
                 channels: int) -> np.ndarray:
   """(size, size, channels): a random level, a linear gradient and two faint stripes."""
@@ -58,8 +63,7 @@ def _scene(rng: np.random.Generator, size: int, channels: int, noise: float,
     a = rng.uniform(0.1, 0.28)
     b = a * rng.uniform(0.5, 1.0)
     t = rng.uniform(0, np.pi)
-    u = (x - cx) * np.cos(t) + (y - cy) * np.sin(t)
-    v = -(x - cx) * np.sin(t) + (y - cy) * np.cos(t)
+    u, v = _rotated(x - cx, y - cy, t)
     inside = _inside(kind, u, v, a, b, rng)
     beneath = background[min(int(cy * size), size - 1), min(int(cx * size), size - 1)]
     contrast = rng.uniform(0.15, 0.4) * np.where(beneath > 0.5, -1.0, 1.0)
@@ -117,8 +121,7 @@ def _detection_scene(rng: np.random.Generator, size: int, noise: float, empty_fr
   image = _background(rng, x, y, 3)
   for _ in range(rng.integers(0, 4)):  # clutter: faint strokes that are no object
     cy, cx, t = rng.uniform(0.1, 0.9), rng.uniform(0.1, 0.9), rng.uniform(0, np.pi)
-    u = (x - cx) * np.cos(t) + (y - cy) * np.sin(t)
-    v = -(x - cx) * np.sin(t) + (y - cy) * np.cos(t)
+    u, v = _rotated(x - cx, y - cy, t)
     stroke = (np.abs(u) < rng.uniform(0.05, 0.2)) & (np.abs(v) < 0.6 / size)
     image = np.where(stroke[..., None], image + rng.uniform(-0.15, 0.15), image)
   boxes, kinds = [], []
@@ -129,8 +132,7 @@ def _detection_scene(rng: np.random.Generator, size: int, noise: float, empty_fr
     a = rng.uniform(0.06, 0.3)
     b = a * rng.uniform(0.4, 1.0)
     t = rng.uniform(0, np.pi)
-    u = (x - cx) * np.cos(t) + (y - cy) * np.sin(t)
-    v = -(x - cx) * np.sin(t) + (y - cy) * np.cos(t)
+    u, v = _rotated(x - cx, y - cy, t)
     inside = _inside(KINDS[kind], u, v, a, b, rng)
     rows, cols = np.nonzero(inside)
     if len(rows) < 4:

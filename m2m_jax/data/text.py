@@ -18,6 +18,7 @@ Both are frozen dataclasses (hashable, equal when built from the same data), so 
 ``sot_id`` and ``eot_id``.
 """
 
+import abc
 import collections
 import dataclasses
 import functools
@@ -34,7 +35,7 @@ import numpy as np
 from m2m_jax.errors import ConfigError, DataError
 
 
-class _Tokenizer:
+class _Tokenizer(abc.ABC):
   """The part both tokenizers share: ``encode`` and ``decode`` over ``vocabulary``, with the
   start and end tokens ``SOT`` and ``EOT``; a subclass turns one text into ids (``_ids``) and
   ids back into text (``_text``)."""
@@ -68,11 +69,13 @@ class _Tokenizer:
     """The id that ends each text (the text encoder reads its features there)."""
     return self._index[self.EOT]
 
+  @abc.abstractmethod
   def _ids(self, text: str) -> list[int]:
-    raise NotImplementedError
+    """One text's token ids, without the start and end tokens."""
 
+  @abc.abstractmethod
   def _text(self, ids: list[int]) -> str:
-    raise NotImplementedError
+    """The text of token ids (specials and padding already dropped)."""
 
   def encode(self, texts: Sequence[str], context_length: int = 77,
              truncate: bool = False) -> np.ndarray:
