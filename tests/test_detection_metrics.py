@@ -143,23 +143,26 @@ def test_coco_hand_cases():
   perfect = _assert_like_cocoeval(_one_prediction([0, 0, 10, 10]))
   # COCOeval's precision tp / (tp + fp + eps) is 1 - 2.2e-16 here, not 1.
   assert perfect == pytest.approx({"map": 1, "map50": 1, "map75": 1, "mar100": 1,
-                                   "voc_ap50": 1}, abs=1e-12)
+                                   "voc_ap50": 1, "voc07_ap50": 1}, abs=1e-12)
   # An IoU of width / 10 matches at each threshold t <= IoU (COCOeval's ``IoU >= t``: an IoU
   # equal to a threshold matches, so IoU 0.6 passes 0.5, 0.55 and 0.6), so that
   # map = mar100 = (the thresholds passed) / 10; VOC counts IoU 0.5 a hit too (the devkit's >=).
   for width, passed in [(5, 1), (5.8, 2), (6, 3), (7, 5), (7.5, 6), (9, 9), (9.5, 10)]:
     ours = _assert_like_cocoeval(_one_prediction([0, 0, width, 10]))
     assert ours == pytest.approx({"map": passed / 10, "map50": 1, "map75": float(passed >= 6),
-                                  "mar100": passed / 10, "voc_ap50": 1}, abs=1e-12)
+                                  "mar100": passed / 10, "voc_ap50": 1, "voc07_ap50": 1},
+                                 abs=1e-12)
   miss = DM.mean_average_precision(*_args(_one_prediction([0, 0, 4.9, 10])))
-  assert miss == {"map": 0, "map50": 0, "map75": 0, "mar100": 0, "voc_ap50": 0}
+  assert miss == {"map": 0, "map50": 0, "map75": 0, "mar100": 0, "voc_ap50": 0,
+                  "voc07_ap50": 0}
 
 
 def test_coco_ties_in_iou_go_to_the_ground_truth_listed_last():
   # The first prediction overlaps A and B by the same 90 / 110; the second overlaps A by
   # 80 / 140 = 0.571 and B by 60 / 160. COCOeval gives the first B (the later one), so the second
   # takes A up to the threshold 0.55: AP 1 at 0.5 and 0.55, 51/101 at 0.6 .. 0.8 (recall 0.5 at
-  # precision 1), 0 above. VOC's devkit gives the first A, so the second is a duplicate: 0.5.
+  # precision 1), 0 above. VOC's devkit gives the first A, so the second is a duplicate: 0.5,
+  # and in 11 points precision 1 at recall 0 .. 0.5 and nothing above: 6 / 11.
   split = dict(pred_boxes=np.array([[[1., 0, 11, 10], [-4, 0, 8, 10]]]),
                pred_scores=np.array([[0.9, 0.8]]), pred_labels=np.zeros((1, 2), int),
                pred_valid=np.ones((1, 2), bool),
@@ -167,7 +170,8 @@ def test_coco_ties_in_iou_go_to_the_ground_truth_listed_last():
                gt_labels=np.zeros((1, 2), int), gt_valid=np.ones((1, 2), bool), num_classes=1)
   ours = _assert_like_cocoeval(split)
   assert ours == pytest.approx({"map": (2 + 5 * 51 / 101) / 10, "map50": 1, "map75": 51 / 101,
-                                "mar100": (2 + 5 * 0.5) / 10, "voc_ap50": 0.5}, abs=1e-12)
+                                "mar100": (2 + 5 * 0.5) / 10, "voc_ap50": 0.5,
+                                "voc07_ap50": 6 / 11}, abs=1e-12)
   # jax arrays (float32 here, exact on these integer boxes) give the same numbers.
   assert DM.mean_average_precision(*[jnp.asarray(x) for x in _args(split)[:7]], 1) == ours
 
@@ -185,13 +189,13 @@ def test_duplicates_absent_classes_and_empty_inputs():
               pred_valid=np.array([[True, True, True], [True, True, False]]))
   ours = _assert_like_cocoeval({**pred, **gt})
   assert ours == pytest.approx({"map": 0.5, "map50": 0.5, "map75": 0.5, "mar100": 1,
-                                "voc_ap50": 0.5}, abs=1e-12)
+                                "voc_ap50": 0.5, "voc07_ap50": 0.5}, abs=1e-12)
   np.testing.assert_array_equal(DM.coco_evaluate(*_args({**pred, **gt})).num_gt, [1, 0, 0])
   # No predictions at all (pycocotools' loadRes refuses an empty list): every AP is 0.
   none = dict(pred_boxes=np.zeros((2, 0, 4)), pred_scores=np.zeros((2, 0)),
               pred_labels=np.zeros((2, 0), int), pred_valid=np.zeros((2, 0), bool))
   assert DM.mean_average_precision(*_args({**none, **gt})) == {
-      "map": 0, "map50": 0, "map75": 0, "mar100": 0, "voc_ap50": 0}
+      "map": 0, "map50": 0, "map75": 0, "mar100": 0, "voc_ap50": 0, "voc07_ap50": 0}
   # No ground truth at all: COCOeval's -1 for every mean.
   empty_gt = {**pred, **gt, "gt_valid": np.zeros((2, 1), bool)}
   assert set(DM.mean_average_precision(*_args(empty_gt)).values()) == {-1}
@@ -199,10 +203,11 @@ def test_duplicates_absent_classes_and_empty_inputs():
 
 # --- VOC --------------------------------------------------------------------------------------
 
-def _voc_ap_loop(split: dict, threshold: float = 0.5) -> np.ndarray:
+def _voc_ap_loop(split: dict, threshold: float = 0.5, eleven_point: bool = False) -> np.ndarray:
   """PASCAL VOC's AP of each class as the devkit defines it (VOCevaldet.m, VOCap.m), one
   prediction at a time: the area under the precision envelope, summed over the true positives
-  (each raises recall by 1 / npos)."""
+  (each raises recall by 1 / npos); or VOC2007's 11-point AP as py-faster-rcnn's voc_ap writes
+  it (use_07_metric)."""
   aps = []
   for c in range(split["num_classes"]):
     gts = {i: [g for g, label, v in zip(split["gt_boxes"][i], split["gt_labels"][i],
@@ -230,6 +235,11 @@ def _voc_ap_loop(split: dict, threshold: float = 0.5) -> np.ndarray:
       if tp[-1]:
         taken[i][jmax] = True
     precision = np.cumsum(tp) / np.arange(1, len(tp) + 1)
+    if eleven_point:
+      recall = np.cumsum(tp) / npos
+      aps.append(sum(0 if np.sum(recall >= t) == 0 else np.max(precision[recall >= t])
+                     for t in np.arange(0., 1.1, 0.1)) / 11)
+      continue
     aps.append(sum(precision[r:].max() / npos for r in range(len(tp)) if tp[r]))
   return np.array(aps)
 
@@ -245,6 +255,11 @@ def test_voc_ap_matches_the_devkit_definition(seed):
                                                                                abs=1e-12)
   np.testing.assert_allclose(DM.voc_average_precision(*_args(split), iou_threshold=0.7),
                              _voc_ap_loop(split, 0.7), rtol=0, atol=1e-12)
+  eleven = DM.voc_average_precision(*_args(split), eleven_point=True)
+  np.testing.assert_allclose(eleven, _voc_ap_loop(split, eleven_point=True), rtol=0, atol=1e-12)
+  assert not np.allclose(eleven[:-1], ap[:-1])
+  assert DM.mean_average_precision(*_args(split))["voc07_ap50"] == pytest.approx(
+      eleven[:-1].mean(), abs=1e-12)
 
 
 def test_voc_ap_hand_case():
@@ -260,6 +275,9 @@ def test_voc_ap_hand_case():
                num_classes=1)
   np.testing.assert_allclose(DM.voc_average_precision(*_args(split)), [(1 + 2 / 3 + 3 / 5) / 3],
                              rtol=1e-12)
+  # 11 points: recall 0 .. 0.3 first reached at precision 1, 0.4 .. 0.6 at 2/3, 0.7 .. 1 at 3/5.
+  np.testing.assert_allclose(DM.voc_average_precision(*_args(split), eleven_point=True),
+                             [(4 + 3 * 2 / 3 + 4 * 3 / 5) / 11], rtol=1e-12)
   recall, precision, scores = DM.precision_recall(*_args(split), class_id=0)
   np.testing.assert_allclose(recall, [1 / 3, 1 / 3, 2 / 3, 2 / 3, 1], rtol=1e-12)
   np.testing.assert_allclose(precision, [1, 1 / 2, 2 / 3, 1 / 2, 3 / 5], rtol=1e-12)

@@ -49,6 +49,7 @@ from m2m_jax.ops.boxes import check_boxes
 IOU_THRESHOLDS = np.linspace(.5, 0.95, int(np.round((0.95 - .5) / .05)) + 1, endpoint=True)
 RECALL_THRESHOLDS = np.linspace(.0, 1.00, int(np.round((1.00 - .0) / .01)) + 1, endpoint=True)
 MAX_DETECTIONS = 100
+ELEVEN_RECALLS = np.arange(0., 1.1, 0.1)  # VOC2007's, as its devkit and py-faster-rcnn write them
 
 
 class CocoEvaluation(NamedTuple):
@@ -315,9 +316,10 @@ def _mean_present(values: np.ndarray) -> float:
 # --- VOC --------------------------------------------------------------------------------------
 
 def voc_average_precision(pred_boxes, pred_scores, pred_labels, pred_valid, gt_boxes, gt_labels,
-                          gt_valid, num_classes: int, *, iou_threshold: float = 0.5
-                          ) -> np.ndarray:
-  """PASCAL VOC's AP of each class, all-point interpolated (the VOC2010+ devkit's ``VOCap``).
+                          gt_valid, num_classes: int, *, iou_threshold: float = 0.5,
+                          eleven_point: bool = False) -> np.ndarray:
+  """PASCAL VOC's AP of each class, all-point interpolated (the VOC2010+ devkit's ``VOCap``),
+  or with ``eleven_point`` the VOC2007 devkit's 11-point one.
 
   Per class, every valid prediction of the split (no cap per image), by descending score
   (stably), looks at the ground truth of its image and class of the highest IoU (the first of
@@ -328,24 +330,28 @@ def voc_average_precision(pred_boxes, pred_scores, pred_labels, pred_valid, gt_b
 
     AP = sum_i (r_i - r_{i-1}) p~_i,   r_0 = 0,
 
-  the area under that envelope. IoU is the project's (no ``+ 1`` pixel, unlike the devkit's);
+  the area under that envelope. The 11-point AP of VOC2007 (and of the papers that report
+  VOC07 test) instead averages the best precision at recall >= t over t = 0, 0.1, ..., 1
+  (0 where no rank reaches t). IoU is the project's (no ``+ 1`` pixel, unlike the devkit's);
   there are no 'difficult' objects here.
 
   Args:
     pred_boxes, pred_scores, pred_labels, pred_valid, gt_boxes, gt_labels, gt_valid,
       num_classes: as in :func:`coco_evaluate`.
     iou_threshold: the IoU a true positive needs, 0.5 in VOC.
+    eleven_point: VOC2007's 11-point interpolation instead of the area under the envelope.
 
   Returns:
     (C,) float64, each class's AP; -1 for a class without ground truth.
   """
   split = _prepare("voc_average_precision", pred_boxes, pred_scores, pred_labels, pred_valid,
                    gt_boxes, gt_labels, gt_valid, num_classes)
-  return _voc_ap(split, float(iou_threshold))
+  return _voc_ap(split, float(iou_threshold), eleven_point)
 
 
-def _voc_ap(split: _Split, iou_threshold: float) -> np.ndarray:
-  """(C,) VOC all-point AP of each class of checked inputs, -1 without ground truth."""
+def _voc_ap(split: _Split, iou_threshold: float, eleven_point: bool = False) -> np.ndarray:
+  """(C,) VOC AP of each class of checked inputs (all-point, or 11-point), -1 without ground
+  truth."""
   ranked = _match(split, np.array([iou_threshold]), None, voc=True)
   ap = -np.ones(split.num_classes)
   for c, part in enumerate(_class_slices(ranked, split.num_classes)):
@@ -358,6 +364,10 @@ def _voc_ap(split: _Split, iou_threshold: float) -> np.ndarray:
     prec = np.concatenate([[0.], tp_sum / np.maximum(tp_sum + fp_sum, np.finfo(np.float64).eps),
                            [0.]])
     prec = np.maximum.accumulate(prec[::-1])[::-1]
+    if eleven_point:  # the envelope at the first rank reaching t is the best precision past t
+      reached = np.searchsorted(rec[1:-1], ELEVEN_RECALLS, side="left")
+      ap[c] = np.mean(np.concatenate([prec[1:-1], [0.]])[reached])
+      continue
     step = np.flatnonzero(rec[1:] != rec[:-1])
     ap[c] = np.sum((rec[step + 1] - rec[step]) * prec[step + 1])
   return ap
@@ -419,7 +429,8 @@ def mean_average_precision(pred_boxes, pred_scores, pred_labels, pred_valid, gt_
     ``map`` (AP at IoU .50:.05:.95, stats[0]), ``map50`` (IoU .5, stats[1]), ``map75``
     (IoU .75, stats[2]), ``mar100`` (AR with 100 predictions per image and class, stats[8]),
     each a mean over the classes with ground truth (-1 if none has any), and ``voc_ap50``, the
-    mean over those classes of :func:`voc_average_precision`.
+    mean over those classes of :func:`voc_average_precision`, and ``voc07_ap50``, the same
+    with VOC2007's 11-point interpolation.
 
   Raises:
     DataError: as :func:`coco_evaluate`.
@@ -431,7 +442,7 @@ def mean_average_precision(pred_boxes, pred_scores, pred_labels, pred_valid, gt_
   coco = _coco_accumulate(_match(split, IOU_THRESHOLDS, max_detections, voc=False),
                           split.num_classes)
   t75 = int(np.flatnonzero(IOU_THRESHOLDS == .75)[0])
-  voc = _voc_ap(split, 0.5)
   return {"map": _mean_present(coco.precision), "map50": _mean_present(coco.precision[0]),
           "map75": _mean_present(coco.precision[t75]), "mar100": _mean_present(coco.recall),
-          "voc_ap50": _mean_present(voc)}
+          "voc_ap50": _mean_present(_voc_ap(split, 0.5)),
+          "voc07_ap50": _mean_present(_voc_ap(split, 0.5, eleven_point=True))}
