@@ -111,9 +111,14 @@ def load(name: str, preset: str | None = None) -> ml_collections.ConfigDict:
 TINY_WIDTHS = {"features": 8, "dense": 16, "width": 4, "widths": 8, "hidden": 16, "base": 4,
                "latent_dim": 8, "encoder_widths": 16, "dynamics_widths": 16, "decoder_widths": 16,
                "embed_dim": 8, "mlp_dim": 16, "num_heads": 2, "image_width": 8, "text_width": 8,
-               "image_heads": 2, "text_heads": 2}
+               "image_heads": 2, "text_heads": 2, "fpn_width": 8, "representation": 16}
 TINY_DEPTHS = {"stage_sizes": 1, "blocks": 1, "max_depth": 3, "depth": 1, "depths": 1,
                "image_depth": 1, "text_depth": 1}
+
+
+# The generated datasets whose splits' sizes are options (n_train, n_test): a tiny config
+# generates tiny splits, where cutting them from full ones would generate thousands of scenes.
+GENERATED = ("shapes", "detection_shapes", "captioned_shapes")
 
 
 def tiny(config: ml_collections.ConfigDict, steps: int = 4) -> ml_collections.ConfigDict:
@@ -121,7 +126,8 @@ def tiny(config: ml_collections.ConfigDict, steps: int = 4) -> ml_collections.Co
 
   ``steps`` training steps (a checkpoint and an evaluation every 2; one-step fits keep their
   one step), batches of at most 16 and evaluation batches of 16 examples, 64 training and 32
-  test examples spread over each split, widths, attention heads and depths of ``config.model``
+  test examples spread over each split (generated as many, for the scene generators of
+  ``GENERATED``), widths, attention heads and depths of ``config.model``
   capped (``TINY_WIDTHS``, ``TINY_DEPTHS``: trees of depth 3 at most; GroupNorm at 2 groups),
   ``steps`` trees for the ensembles, 10 diffusion steps, and no sample judging. The algorithm,
   the model's layout, the dataset's format and every other setting are kept.
@@ -135,8 +141,11 @@ def tiny(config: ml_collections.ConfigDict, steps: int = 4) -> ml_collections.Co
   c.log_every, c.eval_every, c.checkpoint_every, c.eval_batch_size = 1, 2, 2, 16
   if c.batch_size:
     c.batch_size = min(c.batch_size, 16)
-  c.data.train_examples = min(c.data.get("train_examples", 0) or 64, 64)
-  c.data.test_examples = min(c.data.get("test_examples", 0) or 32, 32)
+  for split, cap in (("train", 64), ("test", 32)):
+    if c.dataset in GENERATED:  # generate the tiny splits rather than cut them from full ones
+      c.data[f"n_{split}"] = min(c.data.get(f"n_{split}", cap), cap)
+    else:
+      c.data[f"{split}_examples"] = min(c.data.get(f"{split}_examples", 0) or cap, cap)
   for key, cap in {**TINY_WIDTHS, **TINY_DEPTHS}.items():
     value = c.model.get(key)
     if isinstance(value, int) and not isinstance(value, bool):
