@@ -56,6 +56,7 @@ ALGORITHMS = {
     "gan": "m2m_jax.algorithms.gan",
     "diffusion": "m2m_jax.algorithms.diffusion",
     "clip": "m2m_jax.algorithms.clip",
+    "faster_rcnn": "m2m_jax.algorithms.faster_rcnn",
 }
 
 

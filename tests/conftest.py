@@ -131,6 +131,18 @@ def mock_tfds(monkeypatch, request):
     # imports TensorFlow; the mock needs only the dtype.
     from tensorflow_datasets.object_detection import coco
     monkeypatch.setattr(coco, "tf", types.SimpleNamespace(int64=np.int64))
+  # The mock draws a box's four coordinates independently; real ones are corners, y0 <= y1
+  # and x0 <= x1 (detection refuses others), so each drawn box is sorted into corners.
+  draw = mocking.RandomFakeGenerator._generate_random_obj
+
+  def corners(self, feature, tensor_info, rng):
+    value = draw(self, feature, tensor_info, rng)
+    if not isinstance(feature, tfds.features.BBoxFeature):
+      return value
+    pairs = value.reshape(*value.shape[:-1], 2, 2)
+    return np.concatenate([pairs.min(-2), pairs.max(-2)], -1).astype(value.dtype)
+
+  monkeypatch.setattr(mocking.RandomFakeGenerator, "_generate_random_obj", corners)
   with tfds.testing.mock_data(num_examples=getattr(request.module, "MOCK_TFDS_EXAMPLES", 128)):
     yield
 

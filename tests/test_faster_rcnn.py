@@ -195,21 +195,18 @@ def test_detections_follow_torchvisions_postprocess():
 
 
 def test_the_whole_network_runs_both_stages():
-  """A small FasterRCNN: the pyramid's strides 4 to 64, A anchors a location, and RoIs pooled
-  from their levels through the box head."""
+  """A small FasterRCNN: the pyramid's strides 4 to 64, A anchors a location, and each image's
+  RoIs pooled from their levels of its pyramid through the box head."""
   model = FasterRCNN(num_classes=3, stage_sizes=(1, 1, 1, 1), width=8, fpn_width=16,
                      representation=32)
   images = jax.random.normal(jax.random.key(0), (2, 64, 96, 3))
-  rois = jnp.array([[4, 4, 20, 30], [10, 0, 60, 60], [0, 0, 90, 62.]])
-  batch = jnp.array([0, 1, 1])
-  variables = jax.eval_shape(model.init, jax.random.key(1), images, rois, batch)
-  rpn, (logits, deltas) = jax.eval_shape(model.apply, variables, images, rois, batch)
+  rois = jnp.array([[[4, 4, 20, 30], [10, 0, 60, 60], [0, 0, 90, 62.]]] * 2)
+  variables = jax.eval_shape(model.init, jax.random.key(1), images, rois)
+  rpn, (logits, deltas) = jax.eval_shape(model.apply, variables, images, rois)
   assert [o.shape for o, _ in rpn] == [(2, 64 // s, 96 // s, 3) for s in (4, 8, 16, 32)] + [
       (2, 1, 2, 3)]
-  assert logits.shape == (3, 4) and deltas.shape == (3, 4, 4)
+  assert logits.shape == (2, 3, 4) and deltas.shape == (2, 3, 4, 4)
   assert set(variables) == {"params", "batch_stats"}
-
-
 
 
 def test_from_torchvision_gives_torchvisions_pyramid_heads_and_detections():
@@ -261,10 +258,10 @@ def test_from_torchvision_gives_torchvisions_pyramid_heads_and_detections():
     proposals, _, valid = rpn_proposals([o[0] for o, _ in rpn], [d[0] for _, d in rpn],
                                         anchors, (64, 96), pre_nms_top_n=100,
                                         post_nms_top_n=50)
-    logits, deltas = model.apply(variables, pyramid, proposals, jnp.zeros(50, jnp.int32),
+    logits, deltas = model.apply(variables, pyramid, proposals[None],
                                  method=FasterRCNN.box_head)
     head = model.apply(variables, pooled, method=lambda m, r: m.predictor(m.mlp_head(r)))
-    return pyramid, rpn, head, detections(logits, deltas, proposals, valid, (64, 96),
+    return pyramid, rpn, head, detections(logits[0], deltas[0], proposals, valid, (64, 96),
                                           max_detections=20)
 
   channels_last = lambda t: np.asarray(t.numpy()).transpose(0, 2, 3, 1)  # noqa: E731

@@ -3,12 +3,13 @@
 ``get(name)`` returns the module class registered under ``name`` (``'mlp'``, ``'cnn'``,
 ``'simple_cnn'``, ``'linear'``, ``'resnet'``, ``'resnet18'``, ``'resnet20'``, ``'resnet34'``,
 ``'resnet50'``, ``'unet'``, ``'colorization_net'``, ``'denoising_ae'``, ``'vae'``, ``'ddpm_unet'``,
-``'dcgan'``, ``'latent_ode'``, ``'vit'``, ``'swin'``, ``'clip'``).
+``'dcgan'``, ``'latent_ode'``, ``'vit'``, ``'swin'``, ``'clip'``,
+``'faster_rcnn'``).
 """
 
 from m2m_jax.errors import choose
-from m2m_jax.models import (autoencoder, clip, cnn, ddpm_unet, gan, latent_ode, mlp, resnet,
-                            swin, unet, vae, vit)
+from m2m_jax.models import (autoencoder, clip, cnn, ddpm_unet, faster_rcnn, gan, latent_ode,
+                            mlp, resnet, swin, unet, vae, vit)
 
 MODELS = {
     "mlp": mlp.MLP,
@@ -30,6 +31,7 @@ MODELS = {
     "vit": vit.ViT,
     "swin": swin.SwinTransformer,
     "clip": clip.CLIP,
+    "faster_rcnn": faster_rcnn.FasterRCNN,
 }
 
 

@@ -286,19 +286,21 @@ class FasterRCNN(nn.Module):
     """Per level, objectness logits (B, H_l, W_l, A) and deltas (B, H_l, W_l, A, 4)."""
     return self.rpn_head(pyramid)
 
-  def box_head(self, pyramid: Sequence[jax.Array], rois: jax.Array, batch_indices: jax.Array
+  def box_head(self, pyramid: Sequence[jax.Array], rois: jax.Array
                ) -> tuple[jax.Array, jax.Array]:
-    """(R, 4) boxes in pixels of images ``batch_indices`` (R,) -> class logits (R, K + 1) and
-    deltas (R, K + 1, 4), each RoI pooled from its level of P2-P5."""
-    pooled = multiscale_roi_align(list(pyramid[:4]), rois, batch_indices,
-                                  (self.roi_size, self.roi_size), FPN_SCALES,
-                                  self.sampling_ratio, aligned=False)
-    return self.predictor(self.mlp_head(pooled))
+    """(B, R, 4) boxes in pixels, R of each image -> class logits (B, R, K + 1) and deltas
+    (B, R, K + 1, 4), each RoI pooled from its level of P2-P5 of its image."""
+    b, r = rois.shape[:2]
+    pooled = multiscale_roi_align(list(pyramid[:4]), rois.reshape(b * r, 4),
+                                  jnp.repeat(jnp.arange(b), r), (self.roi_size, self.roi_size),
+                                  FPN_SCALES, self.sampling_ratio, aligned=False)
+    logits, deltas = self.predictor(self.mlp_head(pooled))
+    return logits.reshape(b, r, -1), deltas.reshape(b, r, -1, 4)
 
-  def __call__(self, images: jax.Array, rois: jax.Array, batch_indices: jax.Array):
+  def __call__(self, images: jax.Array, rois: jax.Array):
     """Every output at once (for ``init``): the RPN's and the box head's on ``rois``."""
     pyramid = self.pyramid(images)
-    return self.rpn(pyramid), self.box_head(pyramid, rois, batch_indices)
+    return self.rpn(pyramid), self.box_head(pyramid, rois)
 
 
 FPN_SCALES = (1 / 4, 1 / 8, 1 / 16, 1 / 32)  # P2-P5's sizes over the image's
