@@ -32,6 +32,9 @@ def test_rpn_targets_by_hand():
   np.testing.assert_allclose(targets[1], boxes_lib.encode(gt[0], anchors[1]), rtol=1e-6)
   labels, _ = detection.rpn_targets(anchors, gt, jnp.array([False, False]))
   np.testing.assert_array_equal(labels, [0, 0, 0, 0])
+  # Numpy ground truth held by a jitted function (a constant of it) gives the same labels.
+  held = jax.jit(lambda a: detection.rpn_targets(a, np.asarray(gt), np.array([True, False])))
+  np.testing.assert_array_equal(held(anchors)[0], [1, 1, -1, 0])
 
 
 def test_a_box_no_anchor_reaches_keeps_its_best_anchor():

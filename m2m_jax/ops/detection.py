@@ -40,6 +40,7 @@ def smooth_l1(x: jax.Array, beta: float = SMOOTH_L1_BETA) -> jax.Array:
 def _matched(candidates: jax.Array, gt_boxes: jax.Array, gt_valid: jax.Array, high: float,
              low: float, allow_low_quality: bool) -> tuple[jax.Array, jax.Array]:
   """Each candidate's match (N,) (gt index, -1 or -2) and its gt box (N, 4) (box 0 where none)."""
+  gt_boxes, gt_valid = jnp.asarray(gt_boxes), jnp.asarray(gt_valid)
   if gt_boxes.ndim != 2 or gt_boxes.shape[-1] != 4 or gt_valid.shape != gt_boxes.shape[:1]:
     raise DataError(f"the ground truth must be boxes (M, 4) with a mask (M,); got shapes "
                     f"{tuple(gt_boxes.shape)} and {tuple(gt_valid.shape)}.")
