@@ -148,14 +148,21 @@ def write_json(path: str, obj: dict) -> None:
   os.replace(tmp, path)
 
 
+CURVES_PER_ROW = 5
+
+
 def plot_curves(rows: Sequence[dict], path: str) -> None:
-  """One panel per metric, train and test curves against the step."""
+  """One panel per metric, train and test curves against the step, ``CURVES_PER_ROW`` a row."""
   keys = sorted({k for r in rows for k in r if k not in ("step", "split", "examples_per_sec")
                  and isinstance(r[k], (int, float))})
   if not keys:
     return
-  fig, axes = figure(1, len(keys), figsize=(4 * len(keys), 3.2), squeeze=False)
-  for ax, key in zip(axes[0], keys):
+  cols = min(len(keys), CURVES_PER_ROW)
+  lines = -(-len(keys) // cols)
+  fig, axes = figure(lines, cols, figsize=(4 * cols, 3.2 * lines), squeeze=False)
+  for ax in axes.ravel()[len(keys):]:
+    ax.axis("off")
+  for ax, key in zip(axes.ravel(), keys):
     for split in sorted({r["split"] for r in rows}):
       pts = [(r["step"], r[key]) for r in rows if r["split"] == split and key in r]
       if pts:
