@@ -280,7 +280,7 @@ WRONG_DATA = [(name, dataset) for name, datasets in {
     "logistic_regression": ["diabetes"], "mlp": ["diabetes"], "mlp_scratch": ["diabetes"],
     "pca": ["iris"], "random_forest": ["shapes"], "resnet": ["diabetes"],
     "unet": ["iris"], "vae": ["iris"], "vit": ["diabetes"], "swin": ["iris"],
-    "clip": ["digits"]}.items() for dataset in datasets]
+    "clip": ["digits"], "faster_rcnn": ["digits"]}.items() for dataset in datasets]
 # Data of another kind that an algorithm can still use: the GAN at 8x8, the VAE and PCA on
 # images whose targets are masks.
 OTHER_DATA = [("gan", "digits"), ("vae", "shapes"), ("pca", "shapes")]
