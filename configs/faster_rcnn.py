@@ -4,9 +4,13 @@ test split.
 
 Presets (test split; measured on 2 CPU cores, jax 0.10.2):
   default   detection_shapes 64x64 (2,000 / 500 scenes of up to 6 ellipses, rectangles and
-            triangles, some empty, with clutter): a ResNet of one basic block a stage, widths
-            16-128, FPN 64 channels, box head 256; anchors 8..128 (one size per level x 3
-            ratios); random flips; AdamW with warmup and cosine decay. MEASURED_BELOW
+            triangles, some empty, with clutter) read at 128x128: a ResNet of one basic block
+            a stage, widths 16-128, FPN 32 channels, box head 128; anchors 16..256 (one size
+            a level x 3 ratios), 200 proposals an image in training, 64 RoIs sampled; random
+            flips; AdamW 2e-3 with warmup and cosine decay, batch 16, 9 epochs (1,125 steps):
+            mAP@50 0.905, mAP 0.663, mAP@75 0.781, mAR@100 0.747, VOC AP@50 0.910 (11-point
+            0.868) on the 500 test scenes, in 436 s (offline; 584k parameters). At 64x64 with
+            anchors 8..128 the same network reached mAP@50 0.851 in 12 epochs.
   seed      the original notebook's experiment: tfds voc/2012's train split cut 60 / 20 / 20
             (train[:60%] for training, train[80%:] as the test, 1,144 images; the original cut
             at random, seed 42), images resized to 256x256 and then, as torchvision's transform

@@ -84,6 +84,14 @@ ROWS = [
         "caption of 5) {t[p_right_caption]:.4f}",
         "never trained its own: OpenAI's ViT-B/32, zero-shot, P = 0.9990 for the right one of "
         "5 Flickr8k captions (`clip:seed` runs that experiment on COCO)"),
+    Row("faster_rcnn", "detection_shapes 64x64 (2,000 / 500 scenes, up to 6 objects of 3 "
+        "kinds), read at 128x128", "mAP@50 (COCO's 101-point AP at IoU 0.5); mAP@[.5:.95], "
+        "mAP@75, mAR@100; VOC AP@50 all-point (11-point)",
+        "**{t[map50]:.3f}**; {t[map]:.3f}, {t[map75]:.3f}, {t[mar100]:.3f}; {t[voc_ap50]:.3f} "
+        "({t[voc07_ap50]:.3f})",
+        "mAP@50 0.5606; mAP 0.2767, mAP@75 0.2236, mAR@100 0.4781 on VOC2012 (1,144 test "
+        "images), COCO-pretrained and fine-tuned at a learning rate about 50x too low "
+        "(`faster_rcnn:seed`)"),
     Row("kmeans", "4 Gaussian blobs (1,200 / 300)", "ARI vs. true labels", "**{t[ari]:.3f}**",
         "never ran"),
     Row("kmeans:iris", "iris, standardised", "ARI vs. species", "**{t[ari]:.3f}**"),
