@@ -50,7 +50,7 @@ def test_a_wheel_installed_elsewhere_loads_every_config_by_name_and_trains(tmp_p
   assert where.startswith(str(venv)), where
   assert presets == {n: sorted(configlib.config_module(n).PRESETS)
                      for n in configlib.config_names()}
-  assert len(presets) == 23 and mnist == "mnist5k"
+  assert len(presets) == 24 and mnist == "mnist5k"
   trained = subprocess.run(
       [python, "-m", "m2m_jax.main", "--config=cnn", f"--workdir={outside / 'run'}",
        "--config.num_steps=20", "--config.learning_rate=0.003"], cwd=outside, env=env, capture_output=True, text=True)
