@@ -88,12 +88,16 @@ def _resnet50_fpn(c):
   return c
 
 
+def _voc(c, name: str, train_split: str, test_split: str, image_size: int):
+  """tfds' VOC: images, boxes and labels, each image's objects padded to VOC_MAX_BOXES."""
+  return configlib.use_tfds(c, name, train_split=train_split, test_split=test_split,
+                            keys=VOC_KEYS, max_lengths={"boxes": VOC_MAX_BOXES,
+                                                        "labels": VOC_MAX_BOXES},
+                            image_size=image_size)
+
+
 def seed():
-  c = _resnet50_fpn(default())
-  configlib.use_tfds(c, "voc/2012", train_split="train[:60%]", test_split="train[80%:]",
-                     keys=VOC_KEYS, max_lengths={"boxes": VOC_MAX_BOXES,
-                                                 "labels": VOC_MAX_BOXES},
-                     image_size=256)
+  c = _voc(_resnet50_fpn(default()), "voc/2012", "train[:60%]", "train[80%:]", 256)
   c.eval_transforms = c.transforms = "resize(800)"
   c.optimizer = "momentum"  # SGD with momentum 0.9
   c.learning_rate = 5e-3
@@ -112,11 +116,7 @@ def seed():
 
 
 def voc2007():
-  c = seed()
-  configlib.use_tfds(c, "voc/2007", train_split="train+validation", test_split="test",
-                     keys=VOC_KEYS, max_lengths={"boxes": VOC_MAX_BOXES,
-                                                 "labels": VOC_MAX_BOXES},
-                     image_size=512)
+  c = _voc(seed(), "voc/2007", "train+validation", "test", 512)
   c.transforms = "flip_lr"
   c.eval_transforms = ""
   c.batch_size = 8

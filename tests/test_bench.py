@@ -1,5 +1,6 @@
 """The benchmarks' --quick smoke runs: every row present, speeds finite, results equivalent."""
 
+import argparse
 import json
 import math
 import os
@@ -111,3 +112,22 @@ def test_accelerator_benchmark_quick(tmp_path):
   for r in rows:
     assert r["images_per_s"] > 0 and r["forward_gflops_per_image"] > 0 and r["mfu"] is None
   assert json.loads((tmp_path / "a.json").read_text())["results"] == rows
+
+
+@pytest.mark.slow
+def test_detection_benchmark_times_both_steps(monkeypatch):
+  """bench/detection.py on one 64-pixel image (its bench function in this process, torchvision's
+  compiled operators replaced by the reference kernels): a training and an inference row, each
+  with finite speeds and the RoIs both box heads ran on."""
+  from conftest import torchvision_detection
+  torchvision_detection()
+  monkeypatch.syspath_prepend(os.path.join(ROOT, "bench"))
+  import detection
+  args = argparse.Namespace(batch_size=1, image_size=64, boxes=2, steps=1, repeats=1)
+  rows = detection.bench(args)
+  assert [r["step"] for r in rows] == ["train", "infer"]
+  assert [r["jax_rois_per_image"] for r in rows] == [512, 1000]
+  for r in rows:
+    assert r["params"] >= r["torch_params"] > 4e7 and r["torch_rois_per_image"] > 0, r
+    for field in ("jax_images_per_s", "torch_images_per_s", "ratio_jax_over_torch"):
+      assert math.isfinite(r[field]) and r[field] > 0, (r["step"], field, r[field])

@@ -280,20 +280,24 @@ def _detect(module, config, x):
   return jax.vmap(one)(logits, deltas, proposals, valid), (proposals, valid)
 
 
+def _detections_and_proposals(config: ml_collections.ConfigDict, state: nets.State,
+                               x: jax.Array) -> tuple[tuple, tuple]:
+  variables = {"params": state.params, "batch_stats": state.batch_stats}
+  return state.apply_fn(variables, config, x, method=_detect)
+
+
 def detect(config: ml_collections.ConfigDict, state: nets.State, x: jax.Array):
   """``(boxes (B, D, 4) as (x0, y0, x1, y1) pixels, scores (B, D), labels (B, D) in 0 .. K - 1,
   valid (B, D))`` for images ``x`` (B, H, W, 3) in [0, 1], by descending score."""
-  variables = {"params": state.params, "batch_stats": state.batch_stats}
-  return state.apply_fn(variables, config, x, method=_detect)[0]
+  return _detections_and_proposals(config, state, x)[0]
 
 
 def eval_step(config: ml_collections.ConfigDict, state: nets.State, batch: dict) -> dict:
   """Per image: its detections (``boxes`` (B, D, 4) pixels, ``scores``, ``labels``, ``valid``),
   its ground truth (``gt_boxes``, ``gt_labels``, ``gt_valid``), for ``summarize``, and the
   RPN's ``proposals`` (B, P, 4) with ``proposals_valid``, for a figure."""
-  variables = {"params": state.params, "batch_stats": state.batch_stats}
-  (boxes, scores, labels, valid), (proposals, proposals_valid) = state.apply_fn(
-      variables, config, batch["x"], method=_detect)
+  (boxes, scores, labels, valid), (proposals, proposals_valid) = _detections_and_proposals(
+      config, state, batch["x"])
   gt_boxes, gt_labels, gt_valid = ground_truth(batch)
   return {"boxes": boxes, "scores": scores, "labels": labels, "valid": valid,
           "gt_boxes": gt_boxes, "gt_labels": gt_labels, "gt_valid": gt_valid,
