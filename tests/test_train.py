@@ -25,17 +25,20 @@ from m2m_jax.errors import TrainingDiverged
 @pytest.fixture(scope="module")
 def cnn_default(tmp_path_factory):
   """The CNN default preset, trained once for the tests of this module by README's first
-  command."""
+  command (a minute of the suite's two cores: under -m slow, with the other preset trainings;
+  the contract suite checks every default's outputs on its tiny copy)."""
   workdir = str(tmp_path_factory.mktemp("cnn"))
   return workdir, trained_as_a_user("cnn.py", workdir)
 
 
+@pytest.mark.slow
 def test_cnn_default_reaches_98_percent_on_digits(cnn_default):
   workdir, summary = cnn_default
   assert summary["test"]["accuracy"] >= 0.98
   assert summary["steps"] == 1320 and summary["device_count"] == 1
 
 
+@pytest.mark.slow
 def test_run_writes_every_output(cnn_default):
   workdir, summary = cnn_default
   with open(os.path.join(workdir, "summary.json")) as f:
