@@ -131,3 +131,17 @@ def test_detection_benchmark_times_both_steps(monkeypatch):
     assert r["params"] >= r["torch_params"] > 4e7 and r["torch_rois_per_image"] > 0, r
     for field in ("jax_images_per_s", "torch_images_per_s", "ratio_jax_over_torch"):
       assert math.isfinite(r[field]) and r[field] > 0, (r["step"], field, r[field])
+
+
+@pytest.mark.slow
+def test_conv_benchmark_times_the_three_weight_gradients(tmp_path):
+  """bench/conv.py: each case's weight gradient by XLA, per-tap matmuls and PyTorch (checked
+  equal inside), with finite times."""
+  out = tmp_path / "conv.json"
+  subprocess.run([sys.executable, os.path.join(ROOT, "bench", "conv.py"), "--steps", "1",
+                  "--repeats", "1", "--json", str(out)], check=True, timeout=300)
+  rows = json.loads(out.read_text())["results"]
+  assert len(rows) == 4
+  for r in rows:
+    for field in ("xla_ms", "per_tap_ms", "torch_ms"):
+      assert math.isfinite(r[field]) and r[field] > 0, (r["case"], field)
