@@ -172,7 +172,10 @@ def plot_curves(rows: Sequence[dict], path: str) -> None:
     if key == "loss":
       ax.set_yscale("log")
     ax.legend()
-  fig.tight_layout()
+  # Margins in inches, not tight_layout, which drew the figure once more (a third of the time).
+  width, height = 4 * cols, 3.2 * lines
+  fig.subplots_adjust(left=0.65 / width, right=1 - 0.15 / width, bottom=0.5 / height,
+                      top=1 - 0.35 / height, wspace=0.3, hspace=0.45)
   fig.savefig(path, dpi=110)
 
 
