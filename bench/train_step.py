@@ -5,11 +5,14 @@ the algorithm's ``train_step`` (``classifier``, ``segmentation`` for the U-Net, 
 VAE, ``clip`` for CLIP) jitted with the state donated, as the shared loop does; PyTorch runs an
 ``nn.Module`` with ``torch.optim.Adam`` (zero_grad, the same loss: cross-entropy, BCE + soft
 Dice, the negative ELBO with a fresh reparameterisation noise, or CLIP's symmetric InfoNCE on one
-of each image's captions drawn at random; backward, step) on
-``--torch-threads`` threads (default ``os.cpu_count()``). Compile (the first JAX call, as
-``compile_time_s`` in the loop's summary) is timed apart; steady state is the best of
-``--repeats`` runs of ``--steps`` steps, JAX and PyTorch repeats interleaved so that load from
-other processes hits both alike.
+of each image's captions drawn at random; backward, step). ``--threads N`` holds both
+frameworks to N threads: the process is pinned to N cores before JAX and PyTorch start (XLA
+sizes its thread pool by the cores it may run on; with N = 1 its Eigen threading is also off),
+and ``torch.set_num_threads(N)``; without it both use every core. Compile (the first JAX call,
+as ``compile_time_s`` in the loop's summary) is timed apart. Steady state: ``--repeats`` runs of
+``--steps`` steps, JAX and PyTorch interleaved so that load from other processes hits both
+alike; the ratio is the median of the repeats' ratios, the speeds each framework's median, and
+the load average before and after is recorded beside them.
 
 Models: ``mlp``, ``cnn28``, ``cnn16``, ``simple_cnn``, ``resnet20``, ``unet``, ``vae``, ``vit``
 (the ``mnist5k`` preset of configs/vit.py on 28x28x1), ``swin`` (the seed notebook's Swin on
@@ -26,21 +29,41 @@ import json
 import math
 import os
 import platform
+import statistics
+import sys
 import time
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
-import jax
-import jax.numpy as jnp
-import ml_collections
-import numpy as np
-import torch
-import torch.nn.functional as F
-from torch import nn
 
-from m2m_jax import configlib, registry
-from m2m_jax.models.swin import relative_position_index, window_attention_mask
-from m2m_jax.models.vit import posemb_sincos_2d
+def limit_threads(argv: Sequence[str]) -> int | None:
+  """``--threads N`` of ``argv``, applied before JAX and PyTorch start: the process pinned to its
+  first N cores, and with N = 1 XLA's Eigen threading off. Returns N (None: every core)."""
+  parser = argparse.ArgumentParser(add_help=False)
+  parser.add_argument("--threads", type=int)
+  known, _ = parser.parse_known_args(argv)
+  if known.threads:
+    os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:known.threads])
+    if known.threads == 1:
+      os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
+                                 + " --xla_cpu_multi_thread_eigen=false").strip()
+  return known.threads
+
+
+if __name__ == "__main__":
+  limit_threads(sys.argv[1:])
+
+import jax  # noqa: E402  (after limit_threads)
+import jax.numpy as jnp  # noqa: E402
+import ml_collections  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from torch import nn  # noqa: E402
+
+from m2m_jax import configlib, registry  # noqa: E402
+from m2m_jax.models.swin import relative_position_index, window_attention_mask  # noqa: E402
+from m2m_jax.models.vit import posemb_sincos_2d  # noqa: E402
 
 NUM_CLASSES = 10
 LEARNING_RATE = 1e-3
@@ -532,16 +555,25 @@ def seconds(run: Callable[[int], None], n: int) -> float:
   return time.perf_counter() - start
 
 
+def repeat_seconds(runs: Sequence[Callable[[int], None]], steps: int,
+                   repeats: int) -> list[list[float]]:
+  """Wall times of ``steps`` steps of each run (one list a run), ``repeats`` times, the runs
+  interleaved."""
+  times: list[list[float]] = [[] for _ in runs]
+  for _ in range(repeats):
+    for t, run in zip(times, runs):
+      t.append(seconds(run, steps))
+  return times
+
+
 def best_seconds(runs: Sequence[Callable[[int], None]], steps: int, repeats: int) -> list[float]:
   """The best wall time of ``steps`` steps of each run over ``repeats``, the runs interleaved."""
-  best = [math.inf] * len(runs)
-  for _ in range(repeats):
-    best = [min(b, seconds(run, steps)) for b, run in zip(best, runs)]
-  return best
+  return [min(t) for t in repeat_seconds(runs, steps, repeats)]
 
 
 def bench_model(name: str, spec: Spec, batch_size: int, steps: int, repeats: int) -> dict:
-  """Compile / warm-up seconds and best steady-state examples per second of both frameworks."""
+  """Compile / warm-up seconds, median steady-state examples per second of both frameworks and
+  the median (min, max) of the repeats' speed ratios."""
   x, y = random_batch(spec, batch_size)
   start = time.perf_counter()
   jax_step = JaxStep(spec, x, y)
@@ -550,12 +582,17 @@ def bench_model(name: str, spec: Spec, batch_size: int, steps: int, repeats: int
   assert jax_step.num_params == torch_step.num_params, (
       f"{name}: {jax_step.num_params} JAX parameters but {torch_step.num_params} in PyTorch")
   jax_compile, torch_warmup = seconds(jax_step, 1), seconds(torch_step, 1)
-  jax_rate, torch_rate = (steps * batch_size / t
-                          for t in best_seconds((jax_step, torch_step), steps, repeats))
+  load = os.getloadavg()[0]
+  jax_s, torch_s = repeat_seconds((jax_step, torch_step), steps, repeats)
+  jax_rate, torch_rate = (steps * batch_size / statistics.median(t) for t in (jax_s, torch_s))
   return {"model": name, "batch_size": batch_size, "params": jax_step.num_params,
           "input_shape": list(spec.shape), "steps": steps, "repeats": repeats,
+          "threads": torch.get_num_threads(),
           "jax_examples_per_s": jax_rate, "torch_examples_per_s": torch_rate,
-          "ratio_jax_over_torch": jax_rate / torch_rate,
+          "ratio_jax_over_torch": statistics.median(t / j for j, t in zip(jax_s, torch_s)),
+          "ratio_min_max": [min(t / j for j, t in zip(jax_s, torch_s)),
+                            max(t / j for j, t in zip(jax_s, torch_s))],
+          "load_average_before": load, "load_average_after": os.getloadavg()[0],
           "jax_init_s": jax_init, "jax_compile_s": jax_compile, "torch_first_step_s": torch_warmup}
 
 
@@ -563,7 +600,8 @@ def environment() -> dict:
   """Versions, devices, threads and load: what the numbers depend on."""
   return {"jax": jax.__version__, "torch": torch.__version__,
           "jax_devices": [str(d) for d in jax.devices()], "cpu_count": os.cpu_count(),
-          "torch_threads": torch.get_num_threads(), "processor": platform.processor(),
+          "torch_threads": torch.get_num_threads(), "cores": len(os.sched_getaffinity(0)),
+          "xla_flags": os.environ.get("XLA_FLAGS", ""), "processor": platform.processor(),
           "load_average_1min": os.getloadavg()[0]}
 
 
@@ -588,12 +626,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
   p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   p.add_argument("--batch-size", type=int, default=128)
   p.add_argument("--steps", type=int, default=None, help="steps per repeat (default 50, quick 5)")
-  p.add_argument("--repeats", type=int, default=None, help="best of this many (default 5, quick 2)")
+  p.add_argument("--repeats", type=int, default=None, help="runs of --steps steps, the median taken (default 5, quick 2)")
   p.add_argument("--models", nargs="+", choices=names, default=names)
   p.add_argument("--mlp-in", type=int, default=784, help="MLP input features (64 for 8x8 digits)")
   p.add_argument("--mlp-hidden", type=int_tuple, default=(256, 128), help="e.g. 128,64")
+  p.add_argument("--threads", type=int, default=None,
+                 help="both frameworks on this many threads (default: every core)")
   p.add_argument("--torch-threads", type=int, default=os.cpu_count(),
-                 help="torch.set_num_threads (default: every core)")
+                 help="torch.set_num_threads alone, JAX left on every core (default: every "
+                      "core); --threads sets both")
   p.add_argument("--quick", action="store_true", help="a few-second smoke run")
   p.add_argument("--json", metavar="PATH", help="also write the results here")
   args = p.parse_args(argv)
@@ -605,10 +646,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> dict:
   """Runs the benchmark, prints the table and returns (and optionally writes) the results."""
   args = parse_args(argv)
-  torch.set_num_threads(args.torch_threads)
+  if args.threads and len(os.sched_getaffinity(0)) != args.threads:
+    raise SystemExit(f"--threads {args.threads} holds JAX only when given on the command line "
+                     f"(the process runs on {len(os.sched_getaffinity(0))} cores)")
+  torch.set_num_threads(args.threads or args.torch_threads)
   env = environment()
   print(f"jax {env['jax']} on {env['jax_devices']}, torch {env['torch']} on {env['torch_threads']} "
-        f"threads, {env['cpu_count']} cores, load average {env['load_average_1min']:.2f}")
+        f"threads, the process on {env['cores']} of {env['cpu_count']} cores, load average "
+        f"{env['load_average_1min']:.2f}")
   models = specs(args.mlp_in, args.mlp_hidden)
   rows = [bench_model(name, models[name], args.batch_size, args.steps, args.repeats)
           for name in args.models]

@@ -32,15 +32,19 @@ def test_quick_benchmark(models, tmp_path):
   (the MLP in the fast suite; every model under -m slow)."""
   pytest.importorskip("torch")
   out = tmp_path / "bench.json"
-  # One torch thread: on a loaded machine OpenMP threads waiting on each other take minutes.
+  # One thread each: on a loaded machine OpenMP threads waiting on each other take minutes.
   subprocess.run([sys.executable, os.path.join(ROOT, "bench", "train_step.py"), "--quick",
-                  "--batch-size", "16", "--torch-threads", "1", "--models", *models,
+                  "--batch-size", "16", "--threads", "1", "--models", *models,
                   "--json", str(out)], check=True, timeout=120)
-  rows = json.loads(out.read_text())["results"]
+  results = json.loads(out.read_text())
+  assert results["environment"]["cores"] == results["environment"]["torch_threads"] == 1
+  rows = results["results"]
   assert {r["model"] for r in rows} == set(models)
   for r in rows:
     for field in FIELDS:
       assert math.isfinite(r[field]) and r[field] > 0, (r["model"], field, r[field])
+    low, high = r["ratio_min_max"]
+    assert low <= r["ratio_jax_over_torch"] <= high and r["threads"] == 1
 
 
 @pytest.mark.parametrize("estimators", [pytest.param(("knn", "pca"), id="knn,pca"),
