@@ -7,23 +7,22 @@ AdamW recipe, the state donated) of ``vit:b16`` (ViT-B/16), ``swin:swin_t`` (Swi
 77-token caption an image) at 224x224, and ``faster_rcnn:voc2007`` (torchvision's
 ``fasterrcnn_resnet50_fpn``, 20 classes, at 512x512 with 4 random boxes an image), in bfloat16
 (parameters float32) on a random batch (``--batch-size``: 128 an image model, 256 for CLIP, 8
-for Faster R-CNN; global, over every device). For each it reports the compile seconds, images per second (best of ``--repeats`` runs
-of ``--steps`` steps), and the model FLOPs utilisation:
+for Faster R-CNN; global, over every device). For each it reports the compile seconds, images
+per second (best of ``--repeats`` runs of ``--steps`` steps), and the model FLOPs utilisation:
 
     MFU = 3 x (forward FLOPs of one batch) / (seconds per step) / (the chip's peak bf16 FLOP/s)
 
 with the forward FLOPs counted by XLA (``cost_analysis``) of the model's apply alone (CLIP's
 both towers, not the loss's B x B logits), and the backward taken as twice the forward, the
 usual convention (PaLM, appendix B); Faster R-CNN gets none (its box head's work is set by the
-sampled proposals, not by one forward pass of the model). The peaks are dense bf16 figures from the vendors' data
-sheets (``PEAK_BF16``); an unknown chip gets no MFU.
+sampled proposals, not by one forward pass of the model). The peaks are dense bf16 figures from
+the vendors' data sheets (``PEAK_BF16``); an unknown chip gets no MFU.
 
     python bench/accelerator.py --json accelerator.json          # on the GPU or TPU
     python bench/accelerator.py --quick                          # a CPU smoke run, tiny models
 """
 
 import argparse
-import json
 import math
 import time
 from typing import Sequence
@@ -32,7 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from m2m_jax import configlib, parallel, registry, train
+from m2m_jax import configlib, parallel, registry, report, train
 
 MODELS = {"vit_b16": ("vit", "b16"), "swin_t": ("swin", "swin_t"), "clip_b32": ("clip", "coco"),
           "frcnn_r50_fpn": ("faster_rcnn", "voc2007")}
@@ -179,8 +178,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
   print(table(rows))
   results = {"jax": jax.__version__, "results": rows}
   if args.json:
-    with open(args.json, "w") as f:
-      json.dump(results, f, indent=2)
+    report.write_json(args.json, results)
   return results
 
 

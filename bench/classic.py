@@ -13,7 +13,6 @@ a JAX call that traces or compiles again in steady state is flagged.
 """
 
 import argparse
-import json
 import math
 import os
 import platform
@@ -34,6 +33,7 @@ from sklearn.model_selection import train_test_split
 from sklearn.neighbors import KNeighborsClassifier
 from sklearn.preprocessing import StandardScaler
 
+from m2m_jax import report
 from m2m_jax.classic import kmeans, knn, linear_regression, logistic_regression, pca
 
 ESTIMATORS = ("linear_regression", "logistic_regression", "knn", "kmeans", "pca")
@@ -458,8 +458,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
   print(f"load average at the end {env['load_average_end'][0]:.2f}")
   results = {"environment": env, "results": rows}
   if args.json:
-    with open(args.json, "w") as f:
-      json.dump(results, f, indent=2)
+    report.write_json(args.json, results)
   return results
 
 

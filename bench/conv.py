@@ -10,7 +10,6 @@ calls, the three interleaved.
 """
 
 import argparse
-import json
 import os
 import time
 from typing import Sequence
@@ -40,6 +39,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
   import torch.nn.functional as F
   from jax import lax
 
+  from m2m_jax import report
   from m2m_jax.ops import conv as conv_lib
   torch.set_num_threads(args.threads)
 
@@ -89,8 +89,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
     print(f"{name:<40} XLA {rows[-1]['xla_ms']:7.2f} ms  per-tap {rows[-1]['per_tap_ms']:7.2f} ms"
           f"  torch {rows[-1]['torch_ms']:7.2f} ms", flush=True)
   if args.json:
-    with open(args.json, "w") as f:
-      json.dump({"load_average_1min": os.getloadavg()[0], "results": rows}, f, indent=2)
+    report.write_json(args.json, {"load_average_1min": os.getloadavg()[0], "results": rows})
   return rows
 
 

@@ -13,9 +13,9 @@ the images' size; m2m_jax's starts from the same weights, converted by ``from_to
   at a learning rate of 1e-6, so that the weights, and with them the proposals torchvision
   keeps, stay where they started while the clock runs (at the preset's 5e-3 random weights on
   random images drift within a few steps to degenerate boxes, and torchvision's steps get
-  cheaper as its proposals vanish), on the sum of the four losses; in JAX the algorithm's ``train_step`` jitted
-  with the state donated, as the shared loop runs it; in PyTorch ``model(images, targets)``,
-  ``backward``, ``step``.
+  cheaper as its proposals vanish), on the sum of the four losses; in JAX the algorithm's
+  ``train_step`` jitted with the state donated, as the shared loop runs it; in PyTorch
+  ``model(images, targets)``, ``backward``, ``step``.
 - Inference step: the detections of the batch; ``detect`` jitted against ``model.eval()``
   under ``torch.no_grad()``.
 
@@ -32,7 +32,6 @@ apart); steady state is the best of ``--repeats`` runs of
 
 import argparse
 import functools
-import json
 import os
 import tempfile
 from typing import Sequence
@@ -42,7 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 import torch
 
-from m2m_jax import configlib, registry
+from m2m_jax import configlib, registry, report
 from m2m_jax.algorithms import faster_rcnn
 
 from train_step import best_seconds, environment, seconds  # bench/, the script's directory
@@ -202,8 +201,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
   results = {"environment": {**env, "load_average_1min_after": os.getloadavg()[0]},
              "results": rows}
   if args.json:
-    with open(args.json, "w") as f:
-      json.dump(results, f, indent=2)
+    report.write_json(args.json, results)
   return results
 
 

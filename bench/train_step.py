@@ -25,7 +25,6 @@ captioned shapes' sizes).
 
 import argparse
 import functools
-import json
 import math
 import os
 import platform
@@ -61,7 +60,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 
-from m2m_jax import configlib, registry  # noqa: E402
+from m2m_jax import configlib, registry, report  # noqa: E402
 from m2m_jax.models.swin import relative_position_index, window_attention_mask  # noqa: E402
 from m2m_jax.models.vit import posemb_sincos_2d  # noqa: E402
 
@@ -626,7 +625,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
   p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   p.add_argument("--batch-size", type=int, default=128)
   p.add_argument("--steps", type=int, default=None, help="steps per repeat (default 50, quick 5)")
-  p.add_argument("--repeats", type=int, default=None, help="runs of --steps steps, the median taken (default 5, quick 2)")
+  p.add_argument("--repeats", type=int, default=None,
+                 help="runs of --steps steps, the median taken (default 5, quick 2)")
   p.add_argument("--models", nargs="+", choices=names, default=names)
   p.add_argument("--mlp-in", type=int, default=784, help="MLP input features (64 for 8x8 digits)")
   p.add_argument("--mlp-hidden", type=int_tuple, default=(256, 128), help="e.g. 128,64")
@@ -660,8 +660,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
   print(table(rows))
   results = {"environment": env, "results": rows}
   if args.json:
-    with open(args.json, "w") as f:
-      json.dump(results, f, indent=2)
+    report.write_json(args.json, results)
   return results
 
 

@@ -16,7 +16,6 @@ traces or compiles again in steady state is flagged.
 
 import argparse
 import contextlib
-import json
 import math
 import os
 import platform
@@ -36,6 +35,7 @@ from sklearn.ensemble import (AdaBoostClassifier, HistGradientBoostingClassifier
 from sklearn.model_selection import train_test_split
 from sklearn.tree import DecisionTreeClassifier
 
+from m2m_jax import report
 from m2m_jax.classic import adaboost, decision_tree, gradient_boosting, random_forest
 
 ESTIMATORS = ("decision_tree", "random_forest", "gradient_boosting", "adaboost")
@@ -375,8 +375,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
   print(f"load average at the end {env['load_average_end'][0]:.2f}")
   results = {"environment": env, "results": rows}
   if args.json:
-    with open(args.json, "w") as f:
-      json.dump(results, f, indent=2)
+    report.write_json(args.json, results)
   if failed:
     print("accuracy check FAILED, not timed: " + "; ".join(failed))
     sys.exit(1)

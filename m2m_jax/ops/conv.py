@@ -101,8 +101,9 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
   """``lax.conv_general_dilated``'s signature: :func:`conv` for a 2-D NHWC / HWIO convolution
   of at least ``MIN_CHANNELS`` input channels with one group and no dilation (what flax's
   ``nn.Conv`` passes for 2-D inputs), ``lax`` otherwise."""
-  plain = (lhs.ndim == 4 and lhs.shape[-1] >= MIN_CHANNELS and _is_nhwc(dimension_numbers) and feature_group_count == 1
-           and batch_group_count == 1 and preferred_element_type is None
+  plain = (lhs.ndim == 4 and lhs.shape[-1] >= MIN_CHANNELS and _is_nhwc(dimension_numbers)
+           and feature_group_count == 1 and batch_group_count == 1
+           and preferred_element_type is None
            and all(d == 1 for d in (lhs_dilation or (1, 1)))
            and all(d == 1 for d in (rhs_dilation or (1, 1))))
   if plain:
