@@ -18,7 +18,8 @@ Models: ``mlp``, ``cnn28``, ``cnn16``, ``simple_cnn``, ``resnet20``, ``unet``, `
 (the ``mnist5k`` preset of configs/vit.py on 28x28x1), ``swin`` (the seed notebook's Swin on
 32x32x1) and ``clip`` (the default preset of configs/clip.py: a ViT image tower on 32x32x3 and a
 causal text transformer on 2 captions an image of 16 tokens from a 30-word vocabulary, the
-captioned shapes' sizes).
+captioned shapes' sizes). ``--conv-impl`` sets the convolutional models' ``conv_impl``
+('auto' by default, which on a CPU is m2m_jax.ops.conv's; 'xla' for lax's own).
 
   python bench/train_step.py [--batch-size 128] [--models mlp cnn28] [--json results.json]
 """
@@ -34,20 +35,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
-
-def limit_threads(argv: Sequence[str]) -> int | None:
-  """``--threads N`` of ``argv``, applied before JAX and PyTorch start: the process pinned to its
-  first N cores, and with N = 1 XLA's Eigen threading off. Returns N (None: every core)."""
-  parser = argparse.ArgumentParser(add_help=False)
-  parser.add_argument("--threads", type=int)
-  known, _ = parser.parse_known_args(argv)
-  if known.threads:
-    os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:known.threads])
-    if known.threads == 1:
-      os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
-                                 + " --xla_cpu_multi_thread_eigen=false").strip()
-  return known.threads
-
+from threads import limit_threads  # bench/, the script's directory
 
 if __name__ == "__main__":
   limit_threads(sys.argv[1:])
@@ -462,13 +450,18 @@ def random_batch(spec: Spec, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
   return x, rng.integers(0, NUM_CLASSES, batch_size, dtype=np.int32)
 
 
-def jax_config(spec: Spec, batch_size: int) -> ml_collections.ConfigDict:
+CONVOLUTIONAL = ("cnn", "simple_cnn", "resnet20", "unet", "vae")  # models taking conv_impl
+
+
+def jax_config(spec: Spec, batch_size: int, conv_impl: str = "auto") -> ml_collections.ConfigDict:
   """A config with Adam at a constant learning rate, like torch.optim.Adam; for CLIP, its loss
   and the tokenizer's fields (which ``train.resolve`` takes from a dataset)."""
   c = configlib.base()
   c.algorithm = spec.algorithm
   c.model_name = spec.model_name
   c.model = spec.model
+  if spec.model_name in CONVOLUTIONAL:
+    c.model.conv_impl = conv_impl
   c.num_classes = NUM_CLASSES
   c.batch_size = batch_size
   c.optimizer = "adam"
@@ -483,11 +476,11 @@ def jax_config(spec: Spec, batch_size: int) -> ml_collections.ConfigDict:
 class JaxStep:
   """The algorithm's ``train_step`` jitted with the state donated; calling it runs n steps."""
 
-  def __init__(self, spec: Spec, x: np.ndarray, y: np.ndarray):
+  def __init__(self, spec: Spec, x: np.ndarray, y: np.ndarray, conv_impl: str = "auto"):
     algorithm = registry.get(spec.algorithm)
     target = "tokens" if spec.algorithm == "clip" else "y"  # CLIP's: captions (B, K, T)
     self.batch = {"x": jnp.asarray(x), target: jnp.asarray(y)}
-    config = jax_config(spec, len(x))
+    config = jax_config(spec, len(x), conv_impl)
     self.state = algorithm.init(config, jax.random.key(0), self.batch)
     self.num_params = sum(p.size for p in jax.tree.leaves(self.state.params))
     self.rng = jax.random.key(1)
@@ -570,12 +563,13 @@ def best_seconds(runs: Sequence[Callable[[int], None]], steps: int, repeats: int
   return [min(t) for t in repeat_seconds(runs, steps, repeats)]
 
 
-def bench_model(name: str, spec: Spec, batch_size: int, steps: int, repeats: int) -> dict:
+def bench_model(name: str, spec: Spec, batch_size: int, steps: int, repeats: int,
+                conv_impl: str = "auto") -> dict:
   """Compile / warm-up seconds, median steady-state examples per second of both frameworks and
   the median (min, max) of the repeats' speed ratios."""
   x, y = random_batch(spec, batch_size)
   start = time.perf_counter()
-  jax_step = JaxStep(spec, x, y)
+  jax_step = JaxStep(spec, x, y, conv_impl)
   jax_init = time.perf_counter() - start
   torch_step = TorchStep(spec, x, y)
   assert jax_step.num_params == torch_step.num_params, (
@@ -587,6 +581,7 @@ def bench_model(name: str, spec: Spec, batch_size: int, steps: int, repeats: int
   return {"model": name, "batch_size": batch_size, "params": jax_step.num_params,
           "input_shape": list(spec.shape), "steps": steps, "repeats": repeats,
           "threads": torch.get_num_threads(),
+          "conv_impl": conv_impl if spec.model_name in CONVOLUTIONAL else None,
           "jax_examples_per_s": jax_rate, "torch_examples_per_s": torch_rate,
           "ratio_jax_over_torch": statistics.median(t / j for j, t in zip(jax_s, torch_s)),
           "ratio_min_max": [min(t / j for j, t in zip(jax_s, torch_s)),
@@ -635,6 +630,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
   p.add_argument("--torch-threads", type=int, default=os.cpu_count(),
                  help="torch.set_num_threads alone, JAX left on every core (default: every "
                       "core); --threads sets both")
+  p.add_argument("--conv-impl", choices=("auto", "cpu", "xla"), default="auto",
+                 help="the convolutional models' conv_impl (default auto: m2m_jax.ops.conv's "
+                      "on a CPU)")
   p.add_argument("--quick", action="store_true", help="a few-second smoke run")
   p.add_argument("--json", metavar="PATH", help="also write the results here")
   args = p.parse_args(argv)
@@ -655,8 +653,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
         f"threads, the process on {env['cores']} of {env['cpu_count']} cores, load average "
         f"{env['load_average_1min']:.2f}")
   models = specs(args.mlp_in, args.mlp_hidden)
-  rows = [bench_model(name, models[name], args.batch_size, args.steps, args.repeats)
-          for name in args.models]
+  rows = [bench_model(name, models[name], args.batch_size, args.steps, args.repeats,
+                      args.conv_impl) for name in args.models]
   print(table(rows))
   results = {"environment": env, "results": rows}
   if args.json:

@@ -29,6 +29,7 @@ def default():
   c.transforms = "crop(pad=2)"  # random shifts of up to 2 pixels (1 pixel of the 8x8 original)
   # Model.
   c.model_name = "cnn"
+  c.model.conv_impl = "auto"  # "cpu" (m2m_jax.ops.conv), "xla" or "auto" (cpu on a CPU)
   c.model.features = (32, 64)
   c.model.dense = 256
   # Optimizer.
@@ -57,7 +58,7 @@ def mnist5k():
 def _original_simple_cnn(c):
   """The original notebook's model and optimizer: SimpleCNN, no augmentation, Adam 1e-3."""
   c.model_name = "simple_cnn"
-  c.model = {"channels": 4}
+  c.model = {"channels": 4, "conv_impl": "auto"}
   c.transforms = ""
   c.learning_rate = 1e-3
   c.schedule = "constant"

@@ -36,6 +36,7 @@ def default():
   c.dataset = "photos"
   # Model.
   c.model_name = "colorization_net"
+  c.model.conv_impl = "auto"  # "cpu" (m2m_jax.ops.conv), "xla" or "auto" (cpu on a CPU)
   c.model.width = 8
   c.model.output = "lab"
   # Optimizer.

@@ -34,6 +34,7 @@ def default():
   c.noise_level = 0.2
   # Model.
   c.model_name = "denoising_ae"
+  c.model.conv_impl = "auto"  # "cpu" (m2m_jax.ops.conv), "xla" or "auto" (cpu on a CPU)
   c.model.widths = (32, 64, 128)
   c.model.bottleneck = None
   # Optimizer.

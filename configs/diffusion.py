@@ -66,6 +66,7 @@ def default():
   c.fd.num_samples = 200       # per sampler; 1000 ancestral steps each
   # Model: 28 -> 14 -> 7.
   c.model_name = "ddpm_unet"
+  c.model.conv_impl = "auto"  # "cpu" (m2m_jax.ops.conv), "xla" or "auto" (cpu on a CPU)
   c.model.base = 8
   c.model.multipliers = (1, 2, 2)
   c.model.blocks = 1

@@ -51,6 +51,7 @@ def default():
   c.dataset = "detection_shapes"
   c.data.size = 64
   c.model_name = "faster_rcnn"
+  c.model.conv_impl = "auto"  # "cpu" (m2m_jax.ops.conv), "xla" or "auto" (cpu on a CPU)
   c.model.stage_sizes = (1, 1, 1, 1)
   c.model.block = "basic"
   c.model.width = 16

@@ -42,6 +42,7 @@ def default():
   c.dataset = "mnist5k"
   # Model: w = width; the layout follows the image size (m2m_jax/models/gan.py).
   c.model_name = "dcgan"
+  c.model.conv_impl = "auto"  # "cpu" (m2m_jax.ops.conv), "xla" or "auto" (cpu on a CPU)
   c.model.width = 16
   c.model.latent_dim = 100
   c.generator_loss = "non_saturating"

@@ -29,6 +29,7 @@ def default():
   c.transforms = "crop(pad=2)"
   # Model.
   c.model_name = "resnet"
+  c.model.conv_impl = "auto"  # "cpu" (m2m_jax.ops.conv), "xla" or "auto" (cpu on a CPU)
   c.model.stage_sizes = (3, 3, 3)
   c.model.block = "basic"
   c.model.width = 8

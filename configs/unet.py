@@ -33,6 +33,7 @@ def default():
   c.transforms = "flip_lr(keys=('x', 'y'))"  # mirror image and mask together, p = 1/2
   # Model and loss.
   c.model_name = "unet"
+  c.model.conv_impl = "auto"  # "cpu" (m2m_jax.ops.conv), "xla" or "auto" (cpu on a CPU)
   c.model.widths = (16, 32, 64)
   c.dice_weight = 1.0      # loss = BCE + dice_weight * (1 - soft Dice)
   # Optimizer.

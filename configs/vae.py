@@ -52,6 +52,7 @@ def default():
   c.beta = 1.0
   # Model: 28 -> 14 -> 7, so two stride-2 convolutions.
   c.model_name = "vae"
+  c.model.conv_impl = "auto"  # "cpu" (m2m_jax.ops.conv), "xla" or "auto" (cpu on a CPU)
   c.model.widths = (16, 32)
   c.model.latent = 16
   # Optimizer.

@@ -7,7 +7,6 @@ import math
 import os
 import shutil
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -17,7 +16,7 @@ from m2m_jax import configlib, data, train
 from m2m_jax.algorithms import gan, sample_quality
 from m2m_jax.errors import ConfigError, DataError
 from m2m_jax.ops import images
-from m2m_jax.models.gan import DCGAN, ConvTranspose2x, Discriminator, Generator, layout
+from m2m_jax.models.gan import DCGAN, Discriminator, Generator, layout
 
 
 def test_losses_on_fixed_logits_by_hand():
@@ -83,25 +82,6 @@ def test_seed_sizes_by_hand():
   assert _count(g) == 100 * 512 * 16 + 16 * (512 * 256 + 256 * 128 + 128 * 3) + 2 * 896 + 3
   assert _count(d) == 16 * (3 * 128 + 128 * 256 + 256 * 512) + 512 * 16 + 2 * 768 + 129
   assert (_count(g), _count(d)) == (3_448_579, 2_637_441)
-
-
-def test_conv_transpose_2x_is_the_transposed_convolution():
-  x = jax.random.normal(jax.random.key(0), (2, 7, 5, 3))
-  ours = ConvTranspose2x(4)
-  variables = ours.init(jax.random.key(1), x)
-  variables = jax.tree.map(lambda p: p + 0.3 * jax.random.normal(jax.random.key(2), p.shape),
-                           variables)
-  reference = nn.ConvTranspose(4, (4, 4), (2, 2), padding=((2, 2), (2, 2)))
-  y = jax.jit(ours.apply)(variables, x)
-  assert y.shape == (2, 14, 10, 4)
-  np.testing.assert_allclose(y, jax.jit(reference.apply)(variables, x), atol=1e-5)
-  # Pixel (i, j)'s response is the kernel at rows 2i - 1 .. 2i + 2, columns 2j - 1 .. 2j + 2
-  # (PyTorch's padding 1), rotated by 180 degrees (flax's convention; PyTorch's is unrotated).
-  one = jnp.zeros((1, 4, 4, 1)).at[0, 1, 2, 0].set(1.0)
-  kernel = jnp.arange(16.0).reshape(4, 4, 1, 1)
-  out = jax.jit(ConvTranspose2x(1, use_bias=False).apply)({"params": {"kernel": kernel}}, one)
-  np.testing.assert_array_equal(out[0, 1:5, 3:7, 0], kernel[::-1, ::-1, 0, 0])
-  assert float(jnp.abs(out).sum()) == float(kernel.sum())
 
 
 def _tiny(**overrides):

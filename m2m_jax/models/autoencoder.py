@@ -13,7 +13,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from m2m_jax.errors import ConfigError, choose
-from m2m_jax.models.layers import batch_norm, check_images
+from m2m_jax.models.layers import Conv, ConvTranspose, batch_norm, check_images
 from m2m_jax.models.resnet import BasicBlock
 
 OUTPUTS = {"lab": 2, "rgb": 3}  # output channels of each ColorizationNet head
@@ -36,12 +36,15 @@ class ColorizationNet(nn.Module):
     zero_init_residual: start each block's last BatchNorm scale at 0; False, as the original
       (PyTorch initialises BatchNorm scales to 1). Both blocks change the width, so their
       shortcut is a 1x1 projection and neither starts as the identity either way.
+    conv_impl: the convolutions' implementation, 'auto', 'cpu' or 'xla'
+      (:class:`m2m_jax.models.layers.Conv`).
   """
 
   width: int = 64
   output: str = "lab"
   zero_init_residual: bool = False
   dtype: jnp.dtype = jnp.float32
+  conv_impl: str = "auto"
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
@@ -51,13 +54,16 @@ class ColorizationNet(nn.Module):
     check_images(x, 1, 8, "ColorizationNet")
     w, dtype = self.width, self.dtype
     norm = batch_norm(train, dtype)
-    block = functools.partial(BasicBlock, zero_init_residual=self.zero_init_residual, dtype=dtype)
+    block = functools.partial(BasicBlock, zero_init_residual=self.zero_init_residual, dtype=dtype,
+                              conv_impl=self.conv_impl)
+    conv = functools.partial(Conv, dtype=dtype, impl=self.conv_impl)
 
     def down(h, features):
-      return nn.relu(norm()(nn.Conv(features, (3, 3), (2, 2), dtype=dtype)(h)))
+      return nn.relu(norm()(conv(features, (3, 3), (2, 2))(h)))
 
     def up(h, features):
-      return nn.relu(norm()(nn.ConvTranspose(features, (3, 3), (2, 2), dtype=dtype)(h)))
+      return nn.relu(norm()(ConvTranspose(features, (3, 3), (2, 2), dtype=dtype,
+                                          impl=self.conv_impl)(h)))
 
     h = block(w)(x.astype(dtype), train)
     h = down(h, 2 * w)
@@ -66,10 +72,10 @@ class ColorizationNet(nn.Module):
     h = down(h, 16 * w)
     for features in (8 * w, 4 * w, 2 * w):
       h = up(h, features)
-    h = nn.relu(nn.Conv(w, (1, 1), dtype=dtype)(h))
+    h = nn.relu(conv(w, (1, 1))(h))
     lab = self.output == "lab"
     init = nn.initializers.zeros if lab else nn.linear.default_kernel_init
-    h = nn.Conv(OUTPUTS[self.output], (1, 1), kernel_init=init, dtype=dtype)(h)
+    h = conv(OUTPUTS[self.output], (1, 1), kernel_init=init)(h)
     return jnp.tanh(h) if lab else nn.sigmoid(h)
 
 
@@ -88,12 +94,15 @@ class DenoisingAE(nn.Module):
     bottleneck: code channels of an undercomplete code, or None for the original (the last
       encoder map is the code).
     channels: input (and output) channels.
+    conv_impl: the convolutions' implementation, 'auto', 'cpu' or 'xla'
+      (:class:`m2m_jax.models.layers.Conv`).
   """
 
   widths: Sequence[int] = (64, 128, 256)
   bottleneck: int | None = None
   channels: int = 3
   dtype: jnp.dtype = jnp.float32
+  conv_impl: str = "auto"
 
   def setup(self):
     if not self.widths or min(self.widths) < 1:
@@ -101,12 +110,11 @@ class DenoisingAE(nn.Module):
     if self.bottleneck is not None and self.bottleneck < 1:
       raise ConfigError(f"DenoisingAE bottleneck must be a positive channel count or None; got "
                         f"{self.bottleneck}.")
-    conv = functools.partial(nn.Conv, kernel_size=(3, 3), strides=(2, 2), dtype=self.dtype)
-    conv_t = functools.partial(nn.ConvTranspose, kernel_size=(3, 3), strides=(2, 2),
-                               dtype=self.dtype)
-    self.down = [conv(f) for f in self.widths]
-    self.code = None if self.bottleneck is None else nn.Conv(self.bottleneck, (1, 1),
-                                                             dtype=self.dtype)
+    conv = functools.partial(Conv, dtype=self.dtype, impl=self.conv_impl)
+    conv_t = functools.partial(ConvTranspose, kernel_size=(3, 3), strides=(2, 2),
+                               dtype=self.dtype, impl=self.conv_impl)
+    self.down = [conv(f, (3, 3), (2, 2)) for f in self.widths]
+    self.code = None if self.bottleneck is None else conv(self.bottleneck, (1, 1))
     self.up = [conv_t(f) for f in reversed(self.widths[:-1])] + [conv_t(self.channels)]
 
   def encode(self, x: jnp.ndarray) -> jnp.ndarray:

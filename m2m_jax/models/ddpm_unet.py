@@ -9,6 +9,7 @@ resolution (the skips). No self-attention: at 7x7 and below it buys little, and 
 runs this network a thousand times per image.
 """
 
+import functools
 import math
 from typing import Sequence
 
@@ -17,7 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from m2m_jax.errors import ConfigError, DataError
-from m2m_jax.models.layers import check_images
+from m2m_jax.models.layers import Conv, check_images
 
 
 def timestep_embedding(t: jax.Array, dim: int, max_period: float = 10_000.0) -> jax.Array:
@@ -61,16 +62,17 @@ class ResBlock(nn.Module):
   features: int
   groups: int
   dtype: jnp.dtype = jnp.float32
+  conv_impl: str = "auto"
 
   @nn.compact
   def __call__(self, x: jax.Array, temb: jax.Array) -> jax.Array:
     norm = lambda h: GroupNorm(self.groups, dtype=self.dtype)(h)
-    h = nn.Conv(self.features, (3, 3), dtype=self.dtype)(nn.swish(norm(x)))
+    conv = functools.partial(Conv, self.features, dtype=self.dtype, impl=self.conv_impl)
+    h = conv((3, 3))(nn.swish(norm(x)))
     h = h + nn.Dense(self.features, dtype=self.dtype)(nn.swish(temb))[:, None, None, :]
-    h = nn.Conv(self.features, (3, 3), dtype=self.dtype,
-                kernel_init=nn.initializers.zeros)(nn.swish(norm(h)))
+    h = conv((3, 3), kernel_init=nn.initializers.zeros)(nn.swish(norm(h)))
     if x.shape[-1] != self.features:
-      x = nn.Conv(self.features, (1, 1), dtype=self.dtype)(x)
+      x = conv((1, 1))(x)
     return x + h
 
 
@@ -88,6 +90,8 @@ class DDPMUNet(nn.Module):
     blocks: residual blocks per level on the way down.
     groups: GroupNorm groups; must divide every level's width.
     time_dim: width of the time embedding MLP (0: 4 base, as DDPM).
+    conv_impl: the convolutions' implementation, 'auto', 'cpu' or 'xla'
+      (:class:`m2m_jax.models.layers.Conv`).
   """
 
   base: int = 32
@@ -96,6 +100,7 @@ class DDPMUNet(nn.Module):
   groups: int = 8
   time_dim: int = 0
   dtype: jnp.dtype = jnp.float32
+  conv_impl: str = "auto"
 
   def _check(self, x: jax.Array, t: jax.Array) -> None:
     widths = [self.base * m for m in self.multipliers]
@@ -119,9 +124,10 @@ class DDPMUNet(nn.Module):
     time_dim = self.time_dim or 4 * self.base
     temb = timestep_embedding(t, self.base)
     temb = nn.Dense(time_dim, dtype=dtype)(nn.swish(nn.Dense(time_dim, dtype=dtype)(temb)))
-    block = lambda h, features: ResBlock(features, self.groups, dtype)(h, temb)
+    block = lambda h, features: ResBlock(features, self.groups, dtype, self.conv_impl)(h, temb)
+    conv = functools.partial(Conv, kernel_size=(3, 3), dtype=dtype, impl=self.conv_impl)
 
-    h = nn.Conv(self.base, (3, 3), dtype=dtype)(x.astype(dtype))
+    h = conv(self.base)(x.astype(dtype))
     skips = [h]
     last = len(self.multipliers) - 1
     for level, mult in enumerate(self.multipliers):
@@ -129,7 +135,7 @@ class DDPMUNet(nn.Module):
         h = block(h, self.base * mult)
         skips.append(h)
       if level != last:
-        h = nn.Conv(h.shape[-1], (3, 3), (2, 2), dtype=dtype)(h)
+        h = conv(h.shape[-1], strides=(2, 2))(h)
         skips.append(h)
     h = block(block(h, h.shape[-1]), h.shape[-1])
     for level, mult in reversed(list(enumerate(self.multipliers))):
@@ -138,7 +144,7 @@ class DDPMUNet(nn.Module):
       if level != 0:
         b, height, width, c = h.shape
         h = jax.image.resize(h, (b, 2 * height, 2 * width, c), "nearest")
-        h = nn.Conv(c, (3, 3), dtype=dtype)(h)
+        h = conv(c)(h)
     h = nn.swish(GroupNorm(self.groups, dtype=dtype)(h))
-    out = nn.Conv(channels, (3, 3), dtype=dtype, kernel_init=nn.initializers.zeros)(h)
+    out = conv(channels, kernel_init=nn.initializers.zeros)(h)
     return out.astype(jnp.float32)

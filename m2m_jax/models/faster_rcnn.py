@@ -21,6 +21,7 @@ Tensors are channels-last, (B, H, W, C). The parameter counts equal torchvision'
 layer (``tests/test_faster_rcnn.py``).
 """
 
+import functools
 from typing import Sequence
 
 import flax.linen as nn
@@ -29,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from m2m_jax.errors import ConfigError, DataError
+from m2m_jax.models.layers import Conv
 from m2m_jax.models.resnet import ResNetBackbone
 from m2m_jax.ops import boxes as boxes_lib
 from m2m_jax.ops.roi_align import multiscale_roi_align
@@ -47,11 +49,13 @@ class FPN(nn.Module):
   Attributes:
     width: channels of every pyramid level (256 in torchvision).
     extra_pool: add P6 = P5[:, ::2, ::2] (torchvision's LastLevelMaxPool).
+    conv_impl: the convolutions' implementation (:class:`m2m_jax.models.layers.Conv`).
   """
 
   width: int = 256
   extra_pool: bool = True
   dtype: jnp.dtype = jnp.float32
+  conv_impl: str = "auto"
 
   @nn.compact
   def __call__(self, features: Sequence[jax.Array]) -> list[jax.Array]:
@@ -62,8 +66,8 @@ class FPN(nn.Module):
       if (fine.shape[1] != 2 * coarse.shape[1]) or (fine.shape[2] != 2 * coarse.shape[2]):
         raise DataError(f"FPN needs each stage at half the resolution of the one before; got "
                         f"{[tuple(f.shape[1:3]) for f in features]}.")
-    conv = lambda k, name: nn.Conv(self.width, (k, k), padding="SAME", dtype=self.dtype,
-                                   kernel_init=_FPN_INIT, name=name)
+    conv = lambda k, name: Conv(self.width, (k, k), padding="SAME", dtype=self.dtype,
+                                kernel_init=_FPN_INIT, impl=self.conv_impl, name=name)
     laterals = [conv(1, f"inner{i}")(f) for i, f in enumerate(features)]
     top_down = [laterals[-1]]
     for lateral in reversed(laterals[:-1]):
@@ -86,19 +90,18 @@ class RPNHead(nn.Module):
 
   num_anchors: int = 3
   dtype: jnp.dtype = jnp.float32
+  conv_impl: str = "auto"
 
   @nn.compact
   def __call__(self, pyramid: Sequence[jax.Array]) -> list[tuple[jax.Array, jax.Array]]:
     width = pyramid[0].shape[-1]
-    conv = nn.Conv(width, (3, 3), padding="SAME", dtype=self.dtype, kernel_init=_RPN_INIT,
-                   name="conv")
-    logits = nn.Conv(self.num_anchors, (1, 1), dtype=self.dtype, kernel_init=_RPN_INIT,
-                     name="cls_logits")
-    deltas = nn.Conv(4 * self.num_anchors, (1, 1), dtype=self.dtype, kernel_init=_RPN_INIT,
-                     name="bbox_pred")
+    conv = functools.partial(Conv, dtype=self.dtype, kernel_init=_RPN_INIT, impl=self.conv_impl)
+    shared = conv(width, (3, 3), padding="SAME", name="conv")
+    logits = conv(self.num_anchors, (1, 1), name="cls_logits")
+    deltas = conv(4 * self.num_anchors, (1, 1), name="bbox_pred")
     out = []
     for level in pyramid:
-      h = nn.relu(conv(level))
+      h = nn.relu(shared(level))
       d = deltas(h)
       out.append((logits(h), d.reshape(*d.shape[:-1], self.num_anchors, 4)))
     return out
@@ -254,6 +257,8 @@ class FasterRCNN(nn.Module):
     num_anchors: anchors a location (aspect ratios x sizes of a level).
     representation: the box head's width.
     roi_size, sampling_ratio: RoIAlign's output (7 x 7) and its samples a bin (2).
+    conv_impl: the convolutions' implementation, 'auto', 'cpu' or 'xla'
+      (:class:`m2m_jax.models.layers.Conv`).
   """
 
   num_classes: int
@@ -266,13 +271,14 @@ class FasterRCNN(nn.Module):
   roi_size: int = 7
   sampling_ratio: int = 2
   dtype: jnp.dtype = jnp.float32
+  conv_impl: str = "auto"
 
   def setup(self):
     self.backbone = ResNetBackbone(tuple(self.stage_sizes), self.block, self.width,
                                    zero_init_residual=False, dtype=self.dtype,
-                                   torch_padding=True)
-    self.fpn = FPN(self.fpn_width, dtype=self.dtype)
-    self.rpn_head = RPNHead(self.num_anchors, dtype=self.dtype)
+                                   torch_padding=True, conv_impl=self.conv_impl)
+    self.fpn = FPN(self.fpn_width, dtype=self.dtype, conv_impl=self.conv_impl)
+    self.rpn_head = RPNHead(self.num_anchors, dtype=self.dtype, conv_impl=self.conv_impl)
     self.mlp_head = TwoMLPHead(self.representation, dtype=self.dtype)
     self.predictor = FastRCNNPredictor(self.num_classes, dtype=self.dtype)
 

@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from m2m_jax.errors import DataError, choose
+from m2m_jax.ops import conv as conv_ops
 
 
 def check_images(x: jnp.ndarray, channels: int | None, multiple: int, model: str) -> None:
@@ -41,6 +42,62 @@ def batch_norm(train: bool, dtype: jnp.dtype, **kwargs):
   0.1), epsilon 1e-5; batch statistics when ``train``, the running ones otherwise."""
   return functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9,
                            epsilon=1e-5, dtype=dtype, **kwargs)
+
+
+class Conv(nn.Conv):
+  """flax's ``nn.Conv`` (the same attributes and parameter tree) whose convolution ``impl``
+  chooses (:func:`m2m_jax.ops.conv.select`): 'cpu' computes the weight gradient by a matmul a
+  kernel tap (:func:`m2m_jax.ops.conv.conv_general_dilated`), 'xla' is ``lax``'s, 'auto' the
+  first on a CPU backend and the second on GPU and TPU."""
+
+  impl: str = "auto"
+
+  def __post_init__(self):
+    if conv_ops.select(self.impl) == "cpu":
+      object.__setattr__(self, "conv_general_dilated", conv_ops.conv_general_dilated)
+    super().__post_init__()
+
+
+class ConvTranspose(nn.ConvTranspose):
+  """flax's ``nn.ConvTranspose`` (the same attributes and parameter tree, kernel
+  (kh, kw, C_in, C_out)) whose 2-D form ``impl`` 'cpu' computes without dilating the input
+  (:func:`m2m_jax.ops.conv.conv_transpose`); 'xla' is ``lax.conv_transpose``, 'auto' the first
+  on a CPU backend and the second on GPU and TPU. Kernel dilation, masks, circular padding and
+  ``transpose_kernel`` go to flax's."""
+
+  impl: str = "auto"
+
+  @nn.compact
+  def __call__(self, inputs: jnp.ndarray) -> jnp.ndarray:
+    kernel_size = ((self.kernel_size,) * 2 if isinstance(self.kernel_size, int)
+                   else tuple(self.kernel_size))
+    plain = (inputs.ndim == 4 and len(kernel_size) == 2 and self.mask is None
+             and not self.transpose_kernel and self.padding != "CIRCULAR"
+             and self.kernel_dilation in (None, 1, (1, 1)))
+    if not plain or conv_ops.select(self.impl) == "xla":
+      return super().__call__(inputs)
+    strides = self.strides or 1
+    strides = (strides,) * 2 if isinstance(strides, int) else tuple(strides)
+    kernel = self.param("kernel", self.kernel_init,
+                        kernel_size + (inputs.shape[-1], self.features), self.param_dtype)
+    bias = (self.param("bias", self.bias_init, (self.features,), self.param_dtype)
+            if self.use_bias else None)
+    inputs, kernel, bias = self.promote_dtype(inputs, kernel, bias, dtype=self.dtype)
+    y = conv_ops.conv_transpose(inputs, kernel, strides, nn.linear.canonicalize_padding(
+        self.padding, 2))
+    return y if bias is None else y + bias
+
+
+def max_pool(x: jnp.ndarray, window: int) -> jnp.ndarray:
+  """``nn.max_pool(x, (window, window), strides=(window, window))``: the max of each
+  non-overlapping window x window block, (B, H, W, C) -> (B, H // window, W // window, C), the
+  rows and columns past the last whole block dropped. Computed as the elementwise maximum of the
+  window^2 strided views x[:, i::window, j::window], whose gradient XLA:CPU runs 27 times faster
+  than reduce_window's select-and-scatter (1.9 ms against 50 for (128, 28, 28, 32)). Where a
+  block holds tied maxima the gradient is shared among them, where flax's gives it to one."""
+  h, w = x.shape[1] // window * window, x.shape[2] // window * window
+  views = [x[:, i:h:window, j:w:window] for i in range(window) for j in range(window)]
+  return functools.reduce(jnp.maximum, views)
 
 
 def quick_gelu(x: jnp.ndarray) -> jnp.ndarray:

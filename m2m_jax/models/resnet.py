@@ -21,13 +21,13 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from m2m_jax.errors import choose
-from m2m_jax.models.layers import batch_norm, check_images
+from m2m_jax.models.layers import Conv, batch_norm, check_images
 
 
 def _block_layers(block: nn.Module, train: bool):
   """A residual block's bias-free convolution and BatchNorm factories and its last BatchNorm's
   scale initializer (zeros with ``zero_init_residual``)."""
-  conv = functools.partial(nn.Conv, use_bias=False, dtype=block.dtype)
+  conv = functools.partial(Conv, use_bias=False, dtype=block.dtype, impl=block.conv_impl)
   last_scale = nn.initializers.zeros if block.zero_init_residual else nn.initializers.ones
   return conv, batch_norm(train, block.dtype), last_scale
 
@@ -45,6 +45,7 @@ class BasicBlock(nn.Module):
     features: output channels.
     strides: stride of the first convolution (and of the projection shortcut).
     zero_init_residual: start the last BatchNorm's scale at 0, so the block is relu(S(x)).
+    conv_impl: the convolutions' implementation (:class:`m2m_jax.models.layers.Conv`).
   """
 
   features: int
@@ -52,6 +53,7 @@ class BasicBlock(nn.Module):
   zero_init_residual: bool = True
   dtype: jnp.dtype = jnp.float32
   torch_padding: bool = False
+  conv_impl: str = "auto"
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
@@ -75,6 +77,7 @@ class Bottleneck(nn.Module):
   zero_init_residual: bool = True
   dtype: jnp.dtype = jnp.float32
   torch_padding: bool = False
+  conv_impl: str = "auto"
   expansion: int = 4
 
   @nn.compact
@@ -113,6 +116,8 @@ class ResNetBackbone(nn.Module):
     torch_padding: pad the 3x3 convolutions by one pixel on every side, as PyTorch does,
       instead of XLA's SAME; the strided ones then see the same pixels as torchvision's
       (:mod:`m2m_jax.models.faster_rcnn`'s converted weights need it).
+    conv_impl: the convolutions' implementation, 'auto', 'cpu' or 'xla'
+      (:class:`m2m_jax.models.layers.Conv`).
   """
 
   stage_sizes: Sequence[int] = (2, 2, 2, 2)
@@ -123,6 +128,7 @@ class ResNetBackbone(nn.Module):
   in_channels: int | None = None
   dtype: jnp.dtype = jnp.float32
   torch_padding: bool = False
+  conv_impl: str = "auto"
 
   @property
   def reduction(self) -> int:
@@ -138,11 +144,12 @@ class ResNetBackbone(nn.Module):
     check_images(x, self.in_channels, self.reduction, "ResNet")
     block = BLOCKS[self.block]
     h = x.astype(self.dtype)
+    conv = functools.partial(Conv, use_bias=False, dtype=self.dtype, impl=self.conv_impl,
+                             name="stem_conv")
     if self.stem == "imagenet":
-      h = nn.Conv(self.width, (7, 7), (2, 2), padding=[(3, 3), (3, 3)], use_bias=False,
-                  dtype=self.dtype, name="stem_conv")(h)
+      h = conv(self.width, (7, 7), (2, 2), padding=[(3, 3), (3, 3)])(h)
     else:
-      h = nn.Conv(self.width, (3, 3), use_bias=False, dtype=self.dtype, name="stem_conv")(h)
+      h = conv(self.width, (3, 3))(h)
     h = batch_norm(train, self.dtype, name="stem_bn")()(h)
     h = nn.relu(h)
     if self.stem == "imagenet":
@@ -152,7 +159,8 @@ class ResNetBackbone(nn.Module):
       for j in range(size):
         strides = 2 if i > 0 and j == 0 else 1
         h = block(self.width * 2**i, strides, self.zero_init_residual, self.dtype,
-                  self.torch_padding, name=f"stage{i + 1}_block{j + 1}")(h, train)
+                  self.torch_padding, self.conv_impl,
+                  name=f"stage{i + 1}_block{j + 1}")(h, train)
       features.append(h)
     return features
 
@@ -171,13 +179,14 @@ class ResNet(nn.Module):
   in_channels: int | None = None
   num_classes: int = 10
   dtype: jnp.dtype = jnp.float32
+  conv_impl: str = "auto"
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
     """x: (B, H, W, C) -> logits (B, num_classes)."""
     features = ResNetBackbone(self.stage_sizes, self.block, self.width, self.stem,
                               self.zero_init_residual, self.in_channels, self.dtype,
-                              name="backbone")(x, train)
+                              conv_impl=self.conv_impl, name="backbone")(x, train)
     h = jnp.mean(features[-1], axis=(1, 2))
     return nn.Dense(self.num_classes, dtype=self.dtype, name="head")(h)
 

@@ -19,7 +19,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from m2m_jax.errors import ConfigError
-from m2m_jax.models.layers import batch_norm, check_images
+from m2m_jax.models.layers import Conv, ConvTranspose, batch_norm, check_images, max_pool
 
 
 class DoubleConv(nn.Module):
@@ -27,10 +27,12 @@ class DoubleConv(nn.Module):
 
   features: int
   dtype: jnp.dtype = jnp.float32
+  conv_impl: str = "auto"
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
-    conv = functools.partial(nn.Conv, self.features, (3, 3), use_bias=False, dtype=self.dtype)
+    conv = functools.partial(Conv, self.features, (3, 3), use_bias=False, dtype=self.dtype,
+                             impl=self.conv_impl)
     norm = batch_norm(train, self.dtype)
     x = nn.relu(norm()(conv()(x)))
     return nn.relu(norm()(conv()(x)))
@@ -50,12 +52,15 @@ class UNet(nn.Module):
     out_channels: number of masks (1 for foreground / background).
     in_channels: the input channels the network is built for (None: whatever ``init`` sees).
     dtype: compute dtype; parameters stay float32.
+    conv_impl: the convolutions' implementation, 'auto', 'cpu' or 'xla'
+      (:class:`m2m_jax.models.layers.Conv`).
   """
 
   widths: Sequence[int] = (16, 32, 64)
   out_channels: int = 1
   in_channels: int | None = None
   dtype: jnp.dtype = jnp.float32
+  conv_impl: str = "auto"
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
@@ -67,13 +72,14 @@ class UNet(nn.Module):
     check_images(x, self.in_channels, 2 ** len(levels), "U-Net")
     h, skips = x.astype(self.dtype), []
     for i, width in enumerate(levels):
-      h = DoubleConv(width, self.dtype, name=f"down{i}")(h, train)
+      h = DoubleConv(width, self.dtype, self.conv_impl, name=f"down{i}")(h, train)
       skips.append(h)
-      h = nn.max_pool(h, (2, 2), strides=(2, 2))
-    h = DoubleConv(bottleneck, self.dtype, name="bottleneck")(h, train)
+      h = max_pool(h, 2)
+    h = DoubleConv(bottleneck, self.dtype, self.conv_impl, name="bottleneck")(h, train)
     for i in reversed(range(len(levels))):
-      h = nn.ConvTranspose(levels[i], (2, 2), strides=(2, 2), padding="VALID", dtype=self.dtype,
-                           name=f"up{i}")(h)
-      h = DoubleConv(levels[i], self.dtype, name=f"dec{i}")(
+      h = ConvTranspose(levels[i], (2, 2), strides=(2, 2), padding="VALID", dtype=self.dtype,
+                        impl=self.conv_impl, name=f"up{i}")(h)
+      h = DoubleConv(levels[i], self.dtype, self.conv_impl, name=f"dec{i}")(
           jnp.concatenate([skips[i], h], axis=-1), train)
-    return nn.Conv(self.out_channels, (1, 1), dtype=self.dtype, name="head")(h)
+    return Conv(self.out_channels, (1, 1), dtype=self.dtype, impl=self.conv_impl,
+                name="head")(h)

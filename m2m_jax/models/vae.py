@@ -15,7 +15,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from m2m_jax.errors import ConfigError, DataError
-from m2m_jax.models.layers import check_images
+from m2m_jax.models.layers import Conv, ConvTranspose, check_images
 
 
 class VAE(nn.Module):
@@ -33,6 +33,8 @@ class VAE(nn.Module):
     latent: dimension of the code z (the original's 20).
     learn_scale: add a parameter ``log_scale`` (C,), the log standard deviation of a Gaussian
       likelihood per channel (starting at log 0.1); the model itself never uses it.
+    conv_impl: the convolutions' implementation, 'auto', 'cpu' or 'xla'
+      (:class:`m2m_jax.models.layers.Conv`).
   """
 
   image_shape: Sequence[int] = (32, 32, 3)
@@ -40,6 +42,7 @@ class VAE(nn.Module):
   latent: int = 20
   learn_scale: bool = False
   dtype: jnp.dtype = jnp.float32
+  conv_impl: str = "auto"
 
   def setup(self):
     if not self.widths or min(self.widths) < 1:
@@ -48,14 +51,15 @@ class VAE(nn.Module):
       raise ConfigError(f"VAE latent must be a positive dimension; got {self.latent}.")
     height, width, channels = self.image_shape
     check_images(jnp.zeros((1, height, width, channels)), channels, 2 ** len(self.widths), "VAE")
-    conv = dict(kernel_size=(4, 4), strides=(2, 2), padding="SAME", dtype=self.dtype)
-    self.down = [nn.Conv(f, **conv) for f in self.widths]
+    conv = dict(kernel_size=(4, 4), strides=(2, 2), padding="SAME", dtype=self.dtype,
+                impl=self.conv_impl)
+    self.down = [Conv(f, **conv) for f in self.widths]
     self.mean_head = nn.Dense(self.latent, dtype=self.dtype)
     self.logvar_head = nn.Dense(self.latent, dtype=self.dtype)
     self.base = (height >> len(self.widths), width >> len(self.widths), self.widths[-1])
     self.expand = nn.Dense(self.base[0] * self.base[1] * self.base[2], dtype=self.dtype)
-    self.up = ([nn.ConvTranspose(f, **conv) for f in reversed(self.widths[:-1])]
-               + [nn.ConvTranspose(channels, **conv)])
+    self.up = ([ConvTranspose(f, **conv) for f in reversed(self.widths[:-1])]
+               + [ConvTranspose(channels, **conv)])
     if self.learn_scale:
       self.log_scale = self.param("log_scale", nn.initializers.constant(jnp.log(0.1)),
                                   (channels,))

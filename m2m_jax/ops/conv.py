@@ -1,23 +1,34 @@
-"""A 2-D convolution whose weight gradient is fast on XLA:CPU, a drop-in for
-``lax.conv_general_dilated`` (and flax's ``nn.Conv(conv_general_dilated=...)``).
+"""Convolutions for XLA:CPU: a 2-D convolution whose weight gradient is a matmul a kernel tap,
+and a transposed convolution without the dilated input; drop-ins for ``lax``.
 
 XLA:CPU computes a convolution's forward pass and its input gradient about as fast as PyTorch,
-but its weight gradient, another convolution whose window is the whole output, 2.6 to 4 times
-slower. The weight gradient of ``y = conv(x, W)`` (NHWC input, HWIO kernel, strides s) is, per
-kernel tap (i, j), one matrix product over every batch position::
+but its weight gradient, another convolution whose window is the whole output, more slowly. The
+weight gradient of ``y = conv(x, W)`` (NHWC input, HWIO kernel, strides s) is, per kernel tap
+(i, j), one matrix product over every batch position::
 
   dW[i, j] = sum_{n, p, q} xpad[n, s_h p + i, s_w q + j, :]^T  dy[n, p, q, :]     (C_in, C_out)
 
 the shifted, strided view of the padded input against the output gradient: ``kh * kw`` matmuls of
-(C_in, N P Q) by (N P Q, C_out), which XLA:CPU runs at PyTorch's speed. :func:`conv` keeps
-``lax``'s forward pass and input gradient (its transpose) and computes the weight gradient so;
-the values are ``lax``'s to float rounding.
+(C_in, N P Q) by (N P Q, C_out). :func:`conv` keeps ``lax``'s forward pass and input gradient
+(its transpose) and computes the weight gradient so; the values are ``lax``'s to float rounding.
 
-It covers the convolutions of the project's networks: 2-D, channels last, one feature group,
-no dilation. :func:`conv_general_dilated` sends anything else, and inputs of fewer than
-``MIN_CHANNELS`` channels (a first layer on grey images, where a tap's matmul is too thin: 6.0 ms
-against XLA's 3.4 for 28 x 28, 1 -> 32 at batch 128), to ``lax.conv_general_dilated`` unchanged.
-``bench/conv.py`` times the three (XLA, per-tap, PyTorch).
+Which is faster depends on the layer (``bench/conv.py``; one thread, batch 128): for a strided
+convolution the taps win (32 x 32, 16 -> 32, stride 2: 9.1 ms against XLA's 15.6), at stride 1
+copying each tap's view out of the input costs what the matmuls save or more (32 x 32, 16 -> 16:
+52 ms against 25; 14 x 14, 32 -> 64: 20-26 against 27), and thin inputs lose (28 x 28, 1 -> 32:
+15 against 4.4). :func:`conv_general_dilated` so takes the taps for strided 2-D convolutions of
+at least ``MIN_CHANNELS`` input channels, channels last, one feature group, no dilation, and
+sends everything else to ``lax.conv_general_dilated`` unchanged.
+
+A transposed convolution of stride s (``lax.conv_transpose``) is a convolution of the input
+dilated by s zeros, which XLA:CPU runs slowly, and its gradients more so. :func:`conv_transpose`
+computes it without the zeros (a *sub-pixel* convolution): output row ``s m + a`` (phase a) is a
+plain stride-1 convolution of the undilated input over a few neighbouring rows, so one stride-1
+convolution to ``s_h s_w C_out`` channels gives every phase at once, and a depth-to-space and a
+crop lay them out (:func:`phase_kernel`).
+
+:func:`select` names the implementation: ``'xla'`` (``lax`` as is), ``'cpu'`` (the two above) or
+``'auto'``, ``'cpu'`` when JAX's default backend is the CPU and ``'xla'`` on GPU and TPU.
 """
 
 import functools
@@ -25,10 +36,14 @@ from typing import Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
+
+from m2m_jax.errors import choose
 
 NHWC = ("NHWC", "HWIO", "NHWC")
 MIN_CHANNELS = 16
+IMPLS = ("auto", "cpu", "xla")
 
 
 def _pads(x_shape, k_shape, strides, padding) -> tuple[tuple[int, int], ...]:
@@ -98,10 +113,11 @@ def _is_nhwc(dimension_numbers) -> bool:
 def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
                          dimension_numbers=None, feature_group_count=1, batch_group_count=1,
                          precision=None, preferred_element_type=None) -> jax.Array:
-  """``lax.conv_general_dilated``'s signature: :func:`conv` for a 2-D NHWC / HWIO convolution
-  of at least ``MIN_CHANNELS`` input channels with one group and no dilation (what flax's
-  ``nn.Conv`` passes for 2-D inputs), ``lax`` otherwise."""
+  """``lax.conv_general_dilated``'s signature: :func:`conv` for a strided 2-D NHWC / HWIO
+  convolution of at least ``MIN_CHANNELS`` input channels with one group and no dilation (what
+  flax's ``nn.Conv`` passes for 2-D inputs), ``lax`` otherwise (the module docstring says why)."""
   plain = (lhs.ndim == 4 and lhs.shape[-1] >= MIN_CHANNELS and _is_nhwc(dimension_numbers)
+           and max(window_strides) > 1
            and feature_group_count == 1 and batch_group_count == 1
            and preferred_element_type is None
            and all(d == 1 for d in (lhs_dilation or (1, 1)))
@@ -111,3 +127,80 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
   return lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
                                   dimension_numbers, feature_group_count, batch_group_count,
                                   precision, preferred_element_type)
+
+
+def transpose_pads(kernel_size: Sequence[int], strides: Sequence[int],
+                   padding: str | Sequence[tuple[int, int]]) -> tuple[tuple[int, int], ...]:
+  """The (low, high) padding of the dilated input that ``lax.conv_transpose`` (and flax's
+  ``nn.ConvTranspose``) apply: for 'SAME' and 'VALID' those of the forward convolution it
+  transposes, explicit pairs as given."""
+  if not isinstance(padding, str):
+    return tuple((int(lo), int(hi)) for lo, hi in padding)
+  pads = []
+  for k, s in zip(kernel_size, strides):
+    if padding == "SAME":
+      total = k + s - 2
+      low = k - 1 if s > k - 1 else -(-total // 2)
+    elif padding == "VALID":
+      total, low = k + s - 2 + max(k - s, 0), k - 1
+    else:
+      choose("transposed convolution padding", padding, ("SAME", "VALID"))
+    pads.append((low, total - low))
+  return tuple(pads)
+
+
+def _phase_taps(k: int, s: int, low: int) -> tuple[np.ndarray, int]:
+  """Along one axis, ``(taps, first)``: taps[a, t, j] = 1 when output phase a (rows s m + a)
+  takes kernel tap j from input row m + first + t, that is when j = s (first + t) + low - a."""
+  first = -(low // s)
+  last = (k - 1 - low + s - 1) // s
+  taps = np.zeros((s, last - first + 1, k), np.float32)
+  for a in range(s):
+    for t in range(last - first + 1):
+      j = s * (first + t) + low - a
+      if 0 <= j < k:
+        taps[a, t, j] = 1.0
+  return taps, first
+
+
+def phase_kernel(kernel: jax.Array, strides: Sequence[int],
+                 pads: Sequence[tuple[int, int]]) -> tuple[jax.Array, tuple[int, int]]:
+  """The stride-1 kernel (T_h, T_w, C_in, s_h s_w C_out) of the sub-pixel form of a transposed
+  convolution with ``kernel`` (kh, kw, C_in, C_out), channel ``(a, b, o)`` holding output phase
+  (a, b); and, per axis, the offset of its first tap from the output row's input row."""
+  (kh, kw, c_in, c_out), (sh, sw) = kernel.shape, strides
+  rows, first_h = _phase_taps(kh, sh, pads[0][0])
+  cols, first_w = _phase_taps(kw, sw, pads[1][0])
+  phased = jnp.einsum("atk,bul,klio->tuiabo", rows.astype(kernel.dtype),
+                      cols.astype(kernel.dtype), kernel)
+  return phased.reshape(rows.shape[1], cols.shape[1], c_in, sh * sw * c_out), (first_h, first_w)
+
+
+def conv_transpose(x: jax.Array, kernel: jax.Array, strides: Sequence[int],
+                   padding: str | Sequence[tuple[int, int]] = "SAME") -> jax.Array:
+  """``lax.conv_transpose(x, kernel, strides, padding, dimension_numbers=NHWC)`` for x
+  (N, H, W, C_in) and kernel (kh, kw, C_in, C_out), computed in sub-pixel form: one stride-1
+  convolution with :func:`phase_kernel` (:func:`conv_general_dilated`), then depth-to-space and
+  a crop. Equal to ``lax``'s to float rounding."""
+  strides = tuple(int(s) for s in strides)
+  pads = transpose_pads(kernel.shape[:2], strides, padding)
+  phased, firsts = phase_kernel(kernel, strides, pads)
+  n, h, w, _ = x.shape
+  sizes = [(size - 1) * s + lo + hi - k + 2
+           for size, s, (lo, hi), k in zip((h, w), strides, pads, kernel.shape[:2])]
+  rows = [-(-size // s) for size, s in zip(sizes, strides)]
+  conv_pads = [(-first, m - 1 + taps - size - (-first))
+               for first, m, taps, size in zip(firsts, rows, phased.shape[:2], (h, w))]
+  y = conv_general_dilated(x, phased, (1, 1), conv_pads, dimension_numbers=NHWC)
+  (sh, sw), c_out = strides, kernel.shape[-1]
+  y = y.reshape(n, rows[0], rows[1], sh, sw, c_out).transpose(0, 1, 3, 2, 4, 5)
+  return y.reshape(n, rows[0] * sh, rows[1] * sw, c_out)[:, :sizes[0], :sizes[1]]
+
+
+def select(impl: str) -> str:
+  """'cpu' or 'xla' for ``impl`` in :data:`IMPLS`: 'auto' is 'cpu' when JAX's default backend
+  is the CPU, 'xla' otherwise."""
+  choose("conv_impl", impl, IMPLS)
+  if impl == "auto":
+    return "cpu" if jax.default_backend() == "cpu" else "xla"
+  return impl
