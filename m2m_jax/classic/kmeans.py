@@ -15,8 +15,10 @@ Var(X[:, f]) (scikit-learn's tolerance), or after ``max_iter`` M-steps.
 Centres start from greedy k-means++ (Arthur and Vassilvitskii; scikit-learn's variant): the first
 is a uniformly drawn point, each next one the best of 2 + floor(log k) candidates drawn with
 probability D(x)^2 / sum D^2 (D the distance to the nearest centre so far), best meaning the
-lowest resulting potential sum_i D(x_i)^2. ``n_init`` restarts from split keys run in parallel
-(``jax.vmap``) and the one with the lowest inertia is kept. Computation runs on X minus its
+lowest resulting potential sum_i D(x_i)^2. ``n_init`` restarts from split keys run and the one
+with the lowest inertia is kept: on a CPU one after another (``lax.map``), each stopping when it
+converges; on GPU and TPU side by side (``jax.vmap``), one batched program in which every
+restart iterates until the slowest converges. Computation runs on X minus its
 column means (as scikit-learn does), which keeps the float32 distance expansion
 ||x||^2 - 2 x.c + ||c||^2 accurate.
 """
@@ -132,7 +134,8 @@ def inertia(x: jax.Array, centers: jax.Array, labels: jax.Array) -> jax.Array:
 
 def _fit(x: jax.Array, key: jax.Array, init: jax.Array, max_iter: jax.Array, tol: jax.Array, *,
          n_clusters: int, n_init: int, init_kind: str) -> KMeansParams:
-  """The jittable core on validated x (n, d): restarts vmapped, lowest inertia kept.
+  """The jittable core on validated x (n, d): restarts mapped (CPU) or vmapped, lowest inertia
+  kept.
 
   init_kind: "k-means++", "random" (k distinct points) or "array" (``init`` (k, d), one run).
   tol is relative: scaled here by the mean feature variance.
@@ -149,7 +152,11 @@ def _fit(x: jax.Array, key: jax.Array, init: jax.Array, max_iter: jax.Array, tol
       starts = jax.vmap(lambda k: kmeans_plus_plus(k, x, n_clusters, trials))(keys)
     else:
       starts = jax.vmap(lambda k: x[jax.random.choice(k, x.shape[0], (n_clusters,), False)])(keys)
-  runs = jax.vmap(lloyd, (None, 0, None, None))(x, starts, max_iter, tol)
+  restart = lambda start: lloyd(x, start, max_iter, tol)  # noqa: E731
+  if jax.default_backend() == "cpu":
+    runs = jax.lax.map(restart, starts)
+  else:
+    runs = jax.vmap(restart)(starts)
   best = jax.tree.map(lambda leaf: leaf[jnp.argmin(runs.inertia_)], runs)
   return best.replace(cluster_centers_=best.cluster_centers_ + mean,
                       inertia_=inertia(x, best.cluster_centers_, best.labels_))
@@ -187,9 +194,10 @@ def fit(X, y=None, *, n_clusters: int = 8, init: Union[str, np.ndarray] = "k-mea
 
   init: "k-means++" (greedy), "random" (k distinct points, the seed's start) or an array of
   centres (n_clusters, d), which runs once whatever n_init is (as in scikit-learn); n_init:
-  restarts, vmapped, the lowest inertia kept; max_iter: most M-steps per restart; tol: stop when
-  the centres move by sum_j ||c_j' - c_j||^2 <= tol * mean feature variance; key: PRNG key
-  (default ``jax.random.key(0)``); y: ignored. Refuses n_clusters > n.
+  restarts (one after another on a CPU, vmapped on GPU and TPU), the lowest inertia kept;
+  max_iter: most M-steps per restart; tol: stop when the centres move by
+  sum_j ||c_j' - c_j||^2 <= tol * mean feature variance; key: PRNG key (default
+  ``jax.random.key(0)``); y: ignored. Refuses n_clusters > n.
   """
   del y  # unsupervised; accepted for scikit-learn's fit(X, y=None) signature
   X = validation.check_X(X)
