@@ -68,18 +68,21 @@ def test_flax_conv_keeps_its_parameters_and_values():
 @pytest.mark.parametrize("channels,extra", [(32, {"feature_group_count": 2}),
                                             (32, {"rhs_dilation": (2, 2)}),
                                             (conv_lib.MIN_CHANNELS - 1, {}),
-                                            (32, {"window_strides": (1, 1)})])
+                                            (32, {"window_strides": (1, 1)}),
+                                            (32, {"kernel": (4, 4)})])
 def test_other_convolutions_go_to_lax(channels, extra):
-  """Grouped, dilated, thin and stride-1 convolutions are lax's own (the same jaxpr); a plain
-  strided one is not."""
+  """Grouped, dilated, thin, stride-1 and 4x4 convolutions are lax's own (the same jaxpr); a
+  plain strided 3x3 one is not."""
+  extra = dict(extra)
   groups = extra.get("feature_group_count", 1)
-  x, w = jnp.ones((1, 8, 8, channels)), jnp.ones((3, 3, channels // groups, 4))
+  kernel = extra.pop("kernel", (3, 3))
+  x, w = jnp.ones((1, 8, 8, channels)), jnp.ones((*kernel, channels // groups, 4))
   args = dict(window_strides=(2, 1), padding="SAME", dimension_numbers=conv_lib.NHWC)
   args.update(extra)
   ours = lambda x, w, **a: conv_lib.conv_general_dilated(x, w, **a)  # noqa: E731
   jaxpr = lambda f, **a: str(jax.make_jaxpr(functools.partial(f, **a))(x, w))  # noqa: E731
   assert jaxpr(ours, **args) == jaxpr(lax.conv_general_dilated, **args)
-  if extra and "window_strides" not in extra:
+  if extra and "window_strides" not in extra and kernel == (3, 3):
     plain = dict(args, **{k: (1 if k == "feature_group_count" else (1, 1)) for k in extra})
     plain_w = jnp.ones((3, 3, channels, 4))
     assert "custom_vjp" in str(jax.make_jaxpr(functools.partial(ours, **plain))(x, plain_w))
@@ -173,10 +176,10 @@ def test_select_by_backend_and_bad_impl():
     models.get("unet")(conv_impl="fast").init(jax.random.key(0), jnp.zeros((1, 8, 8, 1)))
 
 
-# Every conv model, tiny: (registry name, constructor arguments, call arguments' shapes).
+# Every conv model with a strided convolution of MIN_CHANNELS inputs or a transposed one (where
+# the two implementations differ; the CNNs' are the same program either way), tiny: (registry
+# name, constructor arguments, call arguments' shapes).
 CONV_MODELS = [
-    ("cnn", dict(features=(16, 16), dense=8), [(2, 8, 8, 1)]),
-    ("simple_cnn", dict(channels=16), [(2, 28, 28, 1)]),
     ("resnet", dict(stage_sizes=(1, 1), width=16, stem="cifar"), [(2, 8, 8, 3)]),
     ("unet", dict(widths=(16, 32)), [(2, 8, 8, 1)]),
     ("vae", dict(image_shape=(8, 8, 1), widths=(16, 16), latent=4), [(2, 8, 8, 1)]),
@@ -223,3 +226,16 @@ def test_max_pool_is_flax_max_pool(shape, window):
   g = jax.random.normal(jax.random.key(1), theirs(x).shape)
   grad = lambda f: jax.vjp(f, x)[1](g)[0]  # noqa: E731
   np.testing.assert_array_equal(grad(lambda x: layers.max_pool(x, window)), grad(theirs))
+
+
+@pytest.mark.parametrize("name,kwargs", [("cnn", dict(features=(16, 16), dense=8)),
+                                         ("simple_cnn", dict(channels=16))])
+def test_cnns_are_one_program_with_either_impl(name, kwargs):
+  """The CNNs have no strided convolution of MIN_CHANNELS inputs: 'cpu' and 'xla' give the same
+  program (traced, not compiled)."""
+  x = jnp.zeros((2, 28, 28, 1))
+  build = lambda impl: models.get(name)(conv_impl=impl, **kwargs)  # noqa: E731
+  variables = build("xla").init(jax.random.key(0), x)
+  jaxpr = lambda impl: str(jax.make_jaxpr(jax.grad(  # noqa: E731
+      lambda v: jnp.sum(build(impl).apply(v, x))))(variables))
+  assert jaxpr("cpu") == jaxpr("xla")

@@ -13,12 +13,13 @@ the shifted, strided view of the padded input against the output gradient: ``kh 
 (its transpose) and computes the weight gradient so; the values are ``lax``'s to float rounding.
 
 Which is faster depends on the layer (``bench/conv.py``; one thread, batch 128): for a strided
-convolution the taps win (32 x 32, 16 -> 32, stride 2: 9.1 ms against XLA's 15.6), at stride 1
-copying each tap's view out of the input costs what the matmuls save or more (32 x 32, 16 -> 16:
-52 ms against 25; 14 x 14, 32 -> 64: 20-26 against 27), and thin inputs lose (28 x 28, 1 -> 32:
-15 against 4.4). :func:`conv_general_dilated` so takes the taps for strided 2-D convolutions of
-at least ``MIN_CHANNELS`` input channels, channels last, one feature group, no dilation, and
-sends everything else to ``lax.conv_general_dilated`` unchanged.
+3 x 3 convolution the taps win (32 x 32, 16 -> 32, stride 2: 9 ms against XLA's 13-15); with
+more taps (4 x 4, stride 2: 12 against 10) or at stride 1 copying each tap's view out of the
+input costs what the matmuls save or more (32 x 32, 16 -> 16: 52 ms against 26-28; 14 x 14,
+32 -> 64: 20 against 27-30), and thin inputs lose (28 x 28, 1 -> 32: 15 against 4-5).
+:func:`conv_general_dilated` so takes the taps for strided 2-D convolutions of at most
+``MAX_TAPS`` taps and at least ``MIN_CHANNELS`` input channels, channels last, one feature
+group, no dilation, and sends everything else to ``lax.conv_general_dilated`` unchanged.
 
 A transposed convolution of stride s (``lax.conv_transpose``) is a convolution of the input
 dilated by s zeros, which XLA:CPU runs slowly and its gradients very slowly (2.0 s for the
@@ -44,6 +45,7 @@ from m2m_jax.errors import choose
 
 NHWC = ("NHWC", "HWIO", "NHWC")
 MIN_CHANNELS = 16
+MAX_TAPS = 9
 IMPLS = ("auto", "cpu", "xla")
 
 
@@ -115,10 +117,11 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
                          dimension_numbers=None, feature_group_count=1, batch_group_count=1,
                          precision=None, preferred_element_type=None) -> jax.Array:
   """``lax.conv_general_dilated``'s signature: :func:`conv` for a strided 2-D NHWC / HWIO
-  convolution of at least ``MIN_CHANNELS`` input channels with one group and no dilation (what
-  flax's ``nn.Conv`` passes for 2-D inputs), ``lax`` otherwise (the module docstring says why)."""
+  convolution of at most ``MAX_TAPS`` taps and at least ``MIN_CHANNELS`` input channels with one
+  group and no dilation (what flax's ``nn.Conv`` passes for 2-D inputs), ``lax`` otherwise (the
+  module docstring says why)."""
   plain = (lhs.ndim == 4 and lhs.shape[-1] >= MIN_CHANNELS and _is_nhwc(dimension_numbers)
-           and max(window_strides) > 1
+           and max(window_strides) > 1 and rhs.shape[0] * rhs.shape[1] <= MAX_TAPS
            and feature_group_count == 1 and batch_group_count == 1
            and preferred_element_type is None
            and all(d == 1 for d in (lhs_dilation or (1, 1)))
