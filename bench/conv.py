@@ -76,7 +76,8 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
     ms = dict(zip(names, (1e3 * statistics.median(t) for t in times)))
     print(f"{name:<50}" + "  ".join(f"{k} {v:7.2f} ms" for k, v in ms.items()), flush=True)
     return {"case": name, "threads": args.threads, **{f"{k}_ms": v for k, v in ms.items()},
-            "ours_over_torch": ms[names[1]] / ms["torch"], "xla_over_torch": ms["xla"] / ms["torch"]}
+            "ours_over_torch": ms[names[1]] / ms["torch"],
+            "xla_over_torch": ms["xla"] / ms["torch"]}
 
   def nchw(a):
     return torch.from_numpy(a.transpose(0, 3, 1, 2).copy())

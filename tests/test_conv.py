@@ -106,21 +106,19 @@ TRANSPOSE_CASES = [(k, s, p) for k in (1, 2, 3, 4, 5) for s in (1, 2) for p in (
 
 @pytest.mark.parametrize("k,s,padding", TRANSPOSE_CASES)
 def test_transposed_convolution_value_and_gradients_are_lax(k, s, padding):
-  """The sub-pixel form against lax.conv_transpose, on odd sizes and C_in on both sides of
-  MIN_CHANNELS (so its inner convolution takes both paths)."""
-  for c_in in (3, conv_lib.MIN_CHANNELS):
-    kx, kw, kg = jax.random.split(jax.random.key(k * 10 + s + c_in), 3)
-    x = jax.random.normal(kx, (2, 5, 6, c_in))
-    w = jax.random.normal(kw, (k, k, c_in, 4)) / k
-    lax_t = lambda x, w: lax.conv_transpose(x, w, (s, s), padding,  # noqa: E731
-                                            dimension_numbers=conv_lib.NHWC)
-    y, vjp = jax.vjp(lambda x, w: conv_lib.conv_transpose(x, w, (s, s), padding), x, w)
-    want, want_vjp = jax.vjp(lax_t, x, w)
-    assert y.shape == want.shape
-    np.testing.assert_allclose(y, want, rtol=1e-5, atol=1e-5)
-    g = jax.random.normal(kg, y.shape)
-    for got, expected in zip(jax.jit(vjp)(g), want_vjp(g)):
-      np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max())
+  """The sub-pixel form against lax.conv_transpose, on odd sizes."""
+  kx, kw, kg = jax.random.split(jax.random.key(k * 10 + s), 3)
+  x = jax.random.normal(kx, (2, 5, 6, 3))
+  w = jax.random.normal(kw, (k, k, 3, 4)) / k
+  lax_t = lambda x, w: lax.conv_transpose(x, w, (s, s), padding,  # noqa: E731
+                                          dimension_numbers=conv_lib.NHWC)
+  y, vjp = jax.vjp(lambda x, w: conv_lib.conv_transpose(x, w, (s, s), padding), x, w)
+  want, want_vjp = jax.vjp(lax_t, x, w)
+  assert y.shape == want.shape
+  np.testing.assert_allclose(y, want, rtol=1e-5, atol=1e-5)
+  g = jax.random.normal(kg, y.shape)
+  for got, expected in zip(jax.jit(vjp)(g), want_vjp(g)):
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max())
 
 
 def test_transposed_convolution_impulse_response():

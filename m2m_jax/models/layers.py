@@ -46,9 +46,10 @@ def batch_norm(train: bool, dtype: jnp.dtype, **kwargs):
 
 class Conv(nn.Conv):
   """flax's ``nn.Conv`` (the same attributes and parameter tree) whose convolution ``impl``
-  chooses (:func:`m2m_jax.ops.conv.select`): 'cpu' computes the weight gradient by a matmul a
-  kernel tap (:func:`m2m_jax.ops.conv.conv_general_dilated`), 'xla' is ``lax``'s, 'auto' the
-  first on a CPU backend and the second on GPU and TPU."""
+  chooses (:func:`m2m_jax.ops.conv.select`): 'cpu' computes the weight gradient of strided
+  convolutions of up to 3x3 taps by a matmul a tap
+  (:func:`m2m_jax.ops.conv.conv_general_dilated`), 'xla' is ``lax``'s, 'auto' the first on a CPU
+  backend and the second on GPU and TPU."""
 
   impl: str = "auto"
 

@@ -22,12 +22,13 @@ input costs what the matmuls save or more (32 x 32, 16 -> 16: 52 ms against 26-2
 group, no dilation, and sends everything else to ``lax.conv_general_dilated`` unchanged.
 
 A transposed convolution of stride s (``lax.conv_transpose``) is a convolution of the input
-dilated by s zeros, which XLA:CPU runs slowly and its gradients very slowly (2.0 s for the
+dilated by s zeros, which XLA:CPU runs slowly and its gradients very slowly (2.0-2.2 s for the
 gradients of a 4 x 4, stride-2 layer from 8 x 8 x 128 to 16 x 16 x 64 at batch 128, where
-PyTorch takes 45 ms). :func:`conv_transpose` computes it without the zeros (a *sub-pixel*
+PyTorch takes 45-48 ms). :func:`conv_transpose` computes it without the zeros (a *sub-pixel*
 convolution): output row ``s m + a`` (phase a) takes only the kernel taps j = s d + low - a,
 from input rows m + d, so each phase is a plain stride-1 convolution of the undilated input with
-a part of the kernel (62 ms for that layer), and a depth-to-space and a crop lay the phases out.
+a part of the kernel (about 65 ms for that layer), and a depth-to-space and a crop lay the
+phases out.
 
 :func:`select` names the implementation: ``'xla'`` (``lax`` as is), ``'cpu'`` (the two above) or
 ``'auto'``, ``'cpu'`` when JAX's default backend is the CPU and ``'xla'`` on GPU and TPU.
@@ -191,7 +192,7 @@ def conv_transpose(x: jax.Array, kernel: jax.Array, strides: Sequence[int],
   for (_, _, pad_h, pad_w), members in groups.items():
     stacked = jnp.concatenate([kernel[np.array(axes[0][a][0])][:, np.array(axes[1][b][0])]
                                for a, b in members], axis=-1)
-    y = conv_general_dilated(x, stacked, (1, 1), (pad_h, pad_w), dimension_numbers=NHWC)
+    y = lax.conv_general_dilated(x, stacked, (1, 1), (pad_h, pad_w), dimension_numbers=NHWC)
     phases.update(zip(members, jnp.split(y, len(members), axis=-1)))
   zeros = jnp.zeros((n, rows[0], rows[1], c_out), x.dtype)
   y = jnp.stack([jnp.stack([phases.get((a, b), zeros) for b in range(strides[1])], 3)
