@@ -58,7 +58,12 @@ from m2m_jax.errors import CheckpointError, ConfigError, M2MError, TrainingDiver
 MOCK_TFDS_EXAMPLES = 64  # a split, for the mock_tfds fixture of conftest
 # tfds builders that import TensorFlow (not installed by the test extra).
 NEEDS_TENSORFLOW = {("linear_regression", "seed")}
-EIGHT_DEVICES_RTOL = 1e-4  # metrics on 8 devices against 1 (reductions run in another order)
+# Metrics on 8 devices against 1: reductions run in another order, and a few training steps
+# amplify the rounding. Under the suite's XLA flags (optimisation level 0) the U-Net's tiny run
+# ends 1.3e-4 apart in its loss and one pixel apart in its hard Dice (7.5e-4 of it), where with
+# the default flags the two agree to 6e-6; a sharding bug (statistics of one device, a batch
+# seen twice) moves them by 1e-2 or more.
+EIGHT_DEVICES_RTOL = 1e-3
 # The 8-device runs' evaluation batch: tiny's 32 test examples make a batch of 24 and a padded
 # one (the 1-device runs evaluate in batches of 16).
 EIGHT_DEVICES_EVAL_BATCH = 24
