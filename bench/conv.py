@@ -19,7 +19,6 @@ the median of ``--repeats`` runs of ``--steps`` calls, the three interleaved.
 import argparse
 import os
 import statistics
-import time
 from typing import Sequence
 
 from threads import limit_threads  # bench/, the script's directory
@@ -56,28 +55,29 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
 
   from m2m_jax import report
   from m2m_jax.ops import conv as conv_lib
+  from train_step import repeat_seconds  # bench/, the script's directory
   torch.set_num_threads(args.threads)
 
-  def timed(fn, n):
-    start = time.perf_counter()
-    for _ in range(n):
-      out = fn()
-    jax.block_until_ready(out)
-    return time.perf_counter() - start
+  def calls(fn):
+    """``fn`` as a run of n calls, blocked on at the end (what ``repeat_seconds`` times)."""
+    def run(n):
+      for _ in range(n):
+        out = fn()
+      jax.block_until_ready(out)
+    return run
 
-  def measure(name, runs, names):
-    """Median milliseconds a call of each of ``runs`` (xla, ours, torch), interleaved."""
-    for fn in runs:
-      fn()
-    times = [[] for _ in runs]
-    for _ in range(args.repeats):
-      for t, fn in zip(times, runs):
-        t.append(timed(fn, args.steps) / args.steps)
-    ms = dict(zip(names, (1e3 * statistics.median(t) for t in times)))
-    print(f"{name:<50}" + "  ".join(f"{k} {v:7.2f} ms" for k, v in ms.items()), flush=True)
-    return {"case": name, "threads": args.threads, **{f"{k}_ms": v for k, v in ms.items()},
-            "ours_over_torch": ms[names[1]] / ms["torch"],
-            "xla_over_torch": ms["xla"] / ms["torch"]}
+  def measure(name, method, xla_fn, ours_fn, torch_fn):
+    """Median milliseconds a call of XLA's, ours (``method``) and PyTorch's, interleaved."""
+    runs = [calls(fn) for fn in (xla_fn, ours_fn, torch_fn)]
+    for run in runs:
+      run(1)
+    xla_ms, ours_ms, torch_ms = (1e3 * statistics.median(t) / args.steps
+                                 for t in repeat_seconds(runs, args.steps, args.repeats))
+    print(f"{name:<50}xla {xla_ms:7.2f} ms  {method} {ours_ms:7.2f} ms  torch {torch_ms:7.2f} ms",
+          flush=True)
+    return {"case": name, "threads": args.threads, "method": method, "xla_ms": xla_ms,
+            "ours_ms": ours_ms, "torch_ms": torch_ms, "ours_over_torch": ours_ms / torch_ms,
+            "xla_over_torch": xla_ms / torch_ms}
 
   def nchw(a):
     return torch.from_numpy(a.transpose(0, 3, 1, 2).copy())
@@ -107,8 +107,8 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
     def torch_grad():
       return torch.autograd.grad(F.conv2d(tx, tw, stride=s, padding=pad), tw, tg)[0]
 
-    rows.append(measure(name, (lambda: xla(w, x, g), lambda: ours(w, x, g), torch_grad),
-                        ("xla", "per_tap", "torch")))
+    rows.append(measure(name, "per_tap", lambda: xla(w, x, g), lambda: ours(w, x, g),
+                        torch_grad))
   for name, b, side, c_in, c_out, k, s, pad in TRANSPOSED:
     rng = np.random.default_rng(0)
     x = rng.standard_normal((b, side, side, c_in), dtype=np.float32)
@@ -133,8 +133,8 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
       y = F.conv_transpose2d(tx, tw, stride=s, padding=pad)
       return torch.autograd.grad(y, (tx, tw), tg)
 
-    rows.append(measure(name, (lambda: xla(x, w, g), lambda: ours(x, w, g), torch_grads),
-                        ("xla", "sub_pixel", "torch")))
+    rows.append(measure(name, "sub_pixel", lambda: xla(x, w, g), lambda: ours(x, w, g),
+                        torch_grads))
   if args.json:
     report.write_json(args.json, {"load_average_1min": os.getloadavg()[0], "results": rows})
   return rows

@@ -143,13 +143,14 @@ def test_detection_benchmark_times_both_steps(monkeypatch):
 
 @pytest.mark.slow
 def test_conv_benchmark_times_the_three_weight_gradients(tmp_path):
-  """bench/conv.py: each case's weight gradient by XLA, per-tap matmuls and PyTorch (checked
-  equal inside), with finite times."""
+  """bench/conv.py: each convolution's weight gradient by XLA, per-tap matmuls and PyTorch, and
+  each transposed convolution's gradients by XLA, the sub-pixel form and PyTorch (the JAX pairs
+  checked equal inside), with finite times."""
   out = tmp_path / "conv.json"
   subprocess.run([sys.executable, os.path.join(ROOT, "bench", "conv.py"), "--steps", "1",
                   "--repeats", "1", "--json", str(out)], check=True, timeout=300)
   rows = json.loads(out.read_text())["results"]
-  assert len(rows) == 4
+  assert [r["method"] for r in rows] == ["per_tap"] * 6 + ["sub_pixel"] * 3
   for r in rows:
-    for field in ("xla_ms", "per_tap_ms", "torch_ms"):
+    for field in ("xla_ms", "ours_ms", "torch_ms"):
       assert math.isfinite(r[field]) and r[field] > 0, (r["case"], field)
